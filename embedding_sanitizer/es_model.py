@@ -1,0 +1,112 @@
+"""The learned Embedding Sanitizer ("ES-style", after Qiu et al., arXiv 2411.10329).
+
+A small bidirectional transformer over one chunk of token embeddings. It
+scores every token for harm (the heatmap) and proposes a correction for every
+row; the correction is applied with a weight that grows monotonically with
+intensity x score. The paper body was not available: the architecture follows
+the reconstruction in ``research/algorithms.md`` 1.3, narrowed so that it costs
+a few percent of a CLIP text-encoder pass:
+
+* input LayerNorm, then a projection ``D -> hidden`` (hidden 256 by default),
+  plus learned position and role (BOS/word/EOS/pad) embeddings;
+* ``layers`` pre-LN transformer layers; padding rows are masked out as keys so
+  that padding never changes any score;
+* score head ``hidden -> hidden/2 -> 1`` with a sigmoid;
+* correction head ``hidden -> D`` initialised to zero (a fresh model is the
+  identity), scaled by the typical row norm of the calibration data.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+
+DEAD_ZONE = 0.05
+
+
+@dataclass
+class ESConfig:
+    width: int
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    max_length: int = 77
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EmbeddingSanitizerNet(nn.Module):
+    def __init__(self, config: ESConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, h = config.width, config.hidden
+        self.input_norm = nn.LayerNorm(d)
+        self.input_proj = nn.Linear(d, h)
+        self.position = nn.Parameter(torch.zeros(config.max_length, h))
+        self.role = nn.Embedding(4, h)
+        layer = nn.TransformerEncoderLayer(h, config.heads, dim_feedforward=2 * h, dropout=config.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.output_norm = nn.LayerNorm(h)
+        self.score_head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Linear(h // 2, 1))
+        self.delta_head = nn.Linear(h, d)
+        nn.init.zeros_(self.delta_head.weight)
+        nn.init.zeros_(self.delta_head.bias)
+        nn.init.normal_(self.position, std=0.02)
+        self.register_buffer("row_scale", torch.ones(()))
+
+    def forward(self, rows: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` ``[N, L, D]`` (one chunk per row), ``roles`` ``[N, L]``.
+
+        Returns (logits ``[N, L]``, correction ``[N, L, D]`` in the rows' scale).
+        """
+        length = rows.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(f"chunk of {length} tokens is longer than the model's {self.config.max_length}")
+        x = self.input_proj(self.input_norm(rows))
+        x = x + self.position[:length] + self.role(roles)
+        hidden = self.encoder(x, src_key_padding_mask=roles == ROLE_PAD)
+        hidden = self.output_norm(hidden)
+        logits = self.score_head(hidden).squeeze(-1)
+        delta = self.delta_head(hidden) * self.row_scale
+        return logits, delta
+
+
+def edit_weight(intensity: float, scores: torch.Tensor) -> torch.Tensor:
+    """Monotone weight of intensity x score with a small dead zone (benign tokens stay exact)."""
+    product = intensity * scores
+    return ((product - DEAD_ZONE) / (1.0 - DEAD_ZONE)).clamp_min(0.0)
+
+
+def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tensor, intensity: float,
+             chunk_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ES over ``[B, T, D]`` rows chunk by chunk.
+
+    Returns (sanitized rows in float32, word scores ``[B, T]`` (0 off words),
+    edit weights ``[B, T]``). EOS and padding rows are edited with the weight
+    of the chunk's most harmful word, since they absorb the whole prompt;
+    BOS is never edited.
+    """
+    batch, total, width = rows.shape
+    chunks = total // chunk_length
+    param = next(model.parameters())
+    flat = rows.reshape(batch * chunks, chunk_length, width).to(param.device, param.dtype)
+    flat_roles = roles.reshape(batch * chunks, chunk_length).to(param.device)
+    with torch.inference_mode():
+        logits, delta = model(flat, flat_roles)
+    is_word = flat_roles == ROLE_WORD
+    scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
+    weights = edit_weight(intensity, scores)
+    chunk_max = weights.amax(dim=-1, keepdim=True)
+    tail = (flat_roles == ROLE_EOS) | (flat_roles == ROLE_PAD)
+    weights = torch.where(tail, chunk_max.expand_as(weights), weights)
+    weights = torch.where(flat_roles == ROLE_BOS, torch.zeros_like(weights), weights)
+    out = flat.float() + weights.unsqueeze(-1) * delta.float()
+    shape = (batch, total)
+    return (out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),
+            weights.reshape(shape).to(rows.device))

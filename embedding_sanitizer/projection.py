@@ -1,0 +1,213 @@
+"""SAFREE-style training-free projection (after Yoon et al., arXiv 2410.12761).
+
+Math only: everything here takes tensors and returns tensors. The concept
+subspace is built once per encoder and concept list (``ConceptSubspace``);
+detection comes in two flavours:
+
+* ``loo``: the released leave-one-out rule. Token i is a trigger when the
+  residual of the pooled embedding of the prompt with token i masked, off the
+  concept subspace, exceeds ``(1 + alpha)`` times the mean residual of the other
+  masked copies. Needs one extra (batched) encoder pass over the masked copies.
+* ``fast``: no extra encoder pass. Every word row is scored by the share of
+  its norm, relative to a neutral centre, that lies in the span of the
+  (centred) concept vectors; the share is mapped to [0, 1] with the null
+  distribution measured on neutral reference prompts by the same encoder.
+
+Projections follow the released code's order, ``(I - P_C) P_I e``, for the
+leave-one-out detector, and a centred concept removal
+``e - P_U (e - mu)`` for the fast detector (it keeps the row's neutral part).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+
+LOO_ALPHA = 0.01
+SVF_STEPS = 50
+SVF_UP = 10.0
+SVF_SLOPE = 2.5  # k in round(U * sigmoid(2k (10 beta - c)))
+SVF_CENTER = 5.333
+
+
+def projector(vectors: torch.Tensor) -> torch.Tensor:
+    """Orthogonal projector ``[D, D]`` onto the span of the rows of ``vectors`` ``[K, D]``.
+
+    ``P = V^T (V V^T)^+ V``, computed in float32 with a rank tolerance so that
+    near-collinear concept lists stay a projector (idempotent) instead of
+    amplifying rounding noise.
+    """
+    v = vectors.detach().to(torch.float32)
+    gram = v @ v.T
+    tol = max(v.shape) * torch.finfo(torch.float32).eps * gram.abs().max().clamp_min(1e-30)
+    inverse = torch.linalg.pinv(gram, atol=float(tol), hermitian=True)
+    return v.T @ inverse @ v
+
+
+def orthonormal_basis(vectors: torch.Tensor, rel_tol: float = 1e-4) -> torch.Tensor:
+    """Orthonormal basis ``[D, r]`` of the row span of ``vectors`` ``[K, D]`` (float32)."""
+    v = vectors.detach().to(torch.float32)
+    u, s, _ = torch.linalg.svd(v.T, full_matrices=False)
+    keep = s > rel_tol * s.max().clamp_min(1e-30)
+    return u[:, keep].contiguous()
+
+
+def relevance(rows: torch.Tensor, basis: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """Share of each centred row's norm inside the basis span, in [0, 1]. ``rows`` ``[..., D]``."""
+    centred = rows.to(torch.float32) - center
+    inside = (centred @ basis).norm(dim=-1)
+    return (inside / centred.norm(dim=-1).clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
+@dataclass
+class NullCalibration:
+    """Where the fast detector's score crosses 0.5, and how steeply."""
+
+    crossing: float
+    scale: float
+
+    def score(self, rel: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((rel - self.crossing) / self.scale)
+
+    @classmethod
+    def from_samples(cls, rel: torch.Tensor, quantile: float = 0.995) -> "NullCalibration":
+        rel = rel.to(torch.float32).flatten()
+        crossing = float(torch.quantile(rel, quantile))
+        median = float(rel.median())
+        scale = max((crossing - median) / 3.0, 1e-3)
+        return cls(crossing, scale)
+
+
+@dataclass
+class ConceptSubspace:
+    """Concept vectors of one encoder and one concept list, with everything derived from them."""
+
+    concepts: tuple[str, ...]
+    pooled: torch.Tensor  # [K, D] pooled concept vectors (SAFREE's C^T)
+    words: torch.Tensor  # [K, D] mean word row of each concept
+    projector: torch.Tensor  # [D, D] P_C from the pooled vectors (released SAFREE)
+    word_center: torch.Tensor  # [D] mean word row of neutral prompts
+    pooled_center: torch.Tensor  # [D] mean EOS/pad row of neutral prompts
+    word_basis: torch.Tensor  # [D, r] basis of centred concept word rows
+    pooled_basis: torch.Tensor  # [D, r'] basis of centred pooled concept vectors
+    calibration: NullCalibration
+    encoder_fingerprint: str = ""
+
+    def to(self, device: torch.device) -> "ConceptSubspace":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return ConceptSubspace(**moved)
+
+    @property
+    def width(self) -> int:
+        return int(self.pooled.shape[-1])
+
+    def nearest_concepts(self, rows: torch.Tensor) -> torch.Tensor:
+        """Index of the most similar concept (centred cosine) for each row ``[..., D]``."""
+        rows_c = rows.to(torch.float32) - self.word_center
+        concepts_c = self.words.to(torch.float32) - self.word_center
+        sims = torch.nn.functional.normalize(rows_c, dim=-1) @ torch.nn.functional.normalize(concepts_c, dim=-1).T
+        return sims.argmax(dim=-1)
+
+
+def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
+    """Fast detector: score ``[B, T]`` in [0, 1] for word rows, 0 elsewhere."""
+    rel = relevance(rows, subspace.word_basis, subspace.word_center)
+    return torch.where(roles == ROLE_WORD, subspace.calibration.score(rel), torch.zeros_like(rel))
+
+
+def fast_project(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
+    """Concept-free version of every row (float32): centred removal of the concept span.
+
+    Word rows use the word-row basis and centre; EOS and padding rows (which
+    aggregate the prompt) use the pooled basis and centre. BOS is returned as is.
+    """
+    x = rows.to(torch.float32)
+    wb, wc = subspace.word_basis, subspace.word_center
+    pb, pc = subspace.pooled_basis, subspace.pooled_center
+    word_proj = x - ((x - wc) @ wb) @ wb.T
+    pooled_proj = x - ((x - pc) @ pb) @ pb.T
+    is_word = (roles == ROLE_WORD).unsqueeze(-1)
+    is_tail = ((roles == ROLE_EOS) | (roles == ROLE_PAD)).unsqueeze(-1)
+    return torch.where(is_word, word_proj, torch.where(is_tail, pooled_proj, x))
+
+
+def loo_trigger_stats(masked_pooled: torch.Tensor, owner: torch.Tensor, n_groups: int,
+                      subspace: ConceptSubspace, alpha: float = LOO_ALPHA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Released leave-one-out rule over many prompts at once.
+
+    ``masked_pooled`` ``[M, D]``: pooled vector of each masked copy; ``owner``
+    ``[M]``: index of the chunk the copy belongs to. Returns (ratio ``[M]`` of
+    the copy's residual to the mean residual of the other copies of the same
+    chunk, trigger ``[M]`` bool = ratio > 1 + alpha). A chunk with a single word
+    is never flagged (there is no "other" copy).
+    """
+    residual = masked_pooled.to(torch.float32) @ (torch.eye(subspace.width, device=masked_pooled.device)
+                                                  - subspace.projector.to(masked_pooled.device))
+    dist = residual.norm(dim=-1)
+    sums = torch.zeros(n_groups, device=dist.device).index_add_(0, owner, dist)
+    counts = torch.zeros(n_groups, device=dist.device).index_add_(0, owner, torch.ones_like(dist))
+    others = (counts[owner] - 1).clamp_min(1)
+    mean_others = (sums[owner] - dist) / others
+    ratio = dist / mean_others.clamp_min(1e-12)
+    ratio = torch.where(counts[owner] > 1, ratio, torch.zeros_like(ratio))
+    return ratio, ratio > (1.0 + alpha)
+
+
+def loo_scores_from_ratio(ratio: torch.Tensor, alpha: float = LOO_ALPHA) -> torch.Tensor:
+    """Map a leave-one-out ratio to [0, 1]; 0.5 exactly at the released threshold 1 + alpha."""
+    return torch.sigmoid((ratio - (1.0 + alpha)) / alpha)
+
+
+def input_space_projectors(masked_pooled: torch.Tensor, owner: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """``P_I`` per chunk ``[G, D, D]`` from the masked copies' pooled vectors (released SAFREE)."""
+    width = masked_pooled.shape[-1]
+    out = torch.zeros(n_groups, width, width, device=masked_pooled.device)
+    for group in torch.unique(owner).tolist():  # one pseudo-inverse per chunk, not per token
+        out[group] = projector(masked_pooled[owner == group])
+    return out
+
+
+def loo_project(rows: torch.Tensor, input_projectors: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
+    """Released projection order ``(I - P_C) P_I e`` for every row of every chunk.
+
+    ``rows`` ``[G, L, D]`` (one chunk per group), ``input_projectors`` ``[G, D, D]``.
+    """
+    x = rows.to(torch.float32)
+    complement = torch.eye(subspace.width, device=x.device) - subspace.projector.to(x.device)
+    return torch.einsum("gld,gde,ef->glf", x, input_projectors, complement)
+
+
+def concept_complement(rows: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
+    """``(I - P_C) e`` for every row (float32)."""
+    x = rows.to(torch.float32)
+    return x - x @ subspace.projector.to(x.device)
+
+
+def svf_beta(rows: torch.Tensor, projected: torch.Tensor, roles: torch.Tensor, chunk_length: int) -> torch.Tensor:
+    """Released beta per prompt: 1 - mean cosine(projected, original) over BOS, words and EOS."""
+    active = (roles == ROLE_BOS) | (roles == ROLE_WORD) | (roles == ROLE_EOS)
+    cos = torch.nn.functional.cosine_similarity(projected.to(torch.float32), rows.to(torch.float32), dim=-1)
+    cos = torch.where(active, cos, torch.zeros_like(cos))
+    return 1.0 - cos.sum(-1) / active.sum(-1).clamp_min(1)
+
+
+def svf_fraction(beta: torch.Tensor, up: float = SVF_UP, slope: float = SVF_SLOPE,
+                 center: float = SVF_CENTER, steps: int = SVF_STEPS) -> torch.Tensor:
+    """Fraction of denoising steps that use the sanitized embedding.
+
+    Released formula: t' = round(U * sigmoid(2k (10 beta - c))) on a 50-step
+    schedule where steps 0..t' are filtered, i.e. a fraction (t' + 1) / 50 of
+    the schedule; usable with any step count.
+    """
+    t_prime = torch.round(up * torch.sigmoid(2.0 * slope * (10.0 * beta - center)))
+    return (t_prime + 1.0) / float(steps)
+
+
+def steps_for_fraction(fraction: float, total_steps: int) -> int:
+    """How many of ``total_steps`` steps a fraction covers (at least one when fraction > 0)."""
+    if fraction <= 0:
+        return 0
+    return max(1, min(total_steps, int(math.ceil(fraction * total_steps - 1e-9))))

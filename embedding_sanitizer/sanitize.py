@@ -1,0 +1,257 @@
+"""The single entry of the core: sanitize a batch of prompt embeddings.
+
+``Sanitizer(encoder, es_model).sanitize(embeddings [B, T, D], token_ids [B, T],
+layout, settings)`` returns a ``SanitizeResult``: sanitized embeddings (same
+shape, dtype and device), per-token scores in [0, 1], the edit weight of every
+row, the role of every row, the schedule fraction when the self-validating
+schedule is on, and a JSON-serialisable report.
+
+Order in ``es+safree`` mode: the learned sanitizer runs first; the projection
+detector then looks at its output and projects what is still flagged. Scores
+are the maximum of both stages.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from .concepts import DEFAULT_CACHE, SubspaceCache
+from .es_model import EmbeddingSanitizerNet, apply_es
+from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
+from .projection import (
+    ConceptSubspace, concept_complement, fast_project, fast_scores, input_space_projectors,
+    loo_project, loo_scores_from_ratio, loo_trigger_stats, svf_beta, svf_fraction,
+)
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+REPORT_MIN_SCORE = 0.05
+LOO_BATCH = 256
+
+
+class SanitizerInputError(ValueError):
+    """The input tensors cannot be sanitized (shape, NaN, missing resources); the message says why."""
+
+
+@dataclass
+class SanitizeResult:
+    embeddings: torch.Tensor
+    scores: torch.Tensor
+    weights: torch.Tensor
+    roles: torch.Tensor
+    flagged: torch.Tensor
+    schedule_end: list[float] | None
+    report: dict = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool((self.weights > 0).any())
+
+
+class Sanitizer:
+    """Holds the resources (encoder, learned model, concept-subspace cache) for sanitizing."""
+
+    def __init__(self, encoder=None, es_model: EmbeddingSanitizerNet | None = None, es_meta: dict | None = None,
+                 cache: SubspaceCache = DEFAULT_CACHE) -> None:
+        self.encoder = encoder
+        self.es_model = es_model
+        self.es_meta = es_meta or {}
+        self.cache = cache
+        self._on_device: dict[tuple, ConceptSubspace] = {}
+
+    # -- resources -------------------------------------------------------------------------
+    def subspace(self, concepts: tuple[str, ...], device: torch.device) -> ConceptSubspace:
+        if self.encoder is None:
+            raise SanitizerInputError("the projection needs the text encoder to encode the concept list; "
+                                      "none was given to the Sanitizer")
+        base = self.cache.get(self.encoder, concepts)
+        key = (id(base), str(device))
+        if key not in self._on_device:
+            self._on_device = {k: v for k, v in self._on_device.items() if k[0] == id(base)}
+            self._on_device[key] = base.to(device)
+        return self._on_device[key]
+
+    # -- entry -----------------------------------------------------------------------------
+    def sanitize(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout = SD1_CLIP_L,
+                 settings: Settings | None = None, pieces: list[list[str]] | None = None) -> SanitizeResult:
+        settings = settings or Settings()
+        self._validate(embeddings, token_ids, layout)
+        ids = token_ids.to(embeddings.device)
+        roles = token_roles(ids, layout)
+        chunk = layout.chunk_len_for(ids.shape[1])
+        intensity = settings.effective_intensity
+        batch, total, width = embeddings.shape
+        zeros = torch.zeros(batch, total, device=embeddings.device)
+        notes: list[str] = []
+
+        if not settings.enabled or settings.mode == "off":
+            report = self._report(settings, 0.0, roles, zeros, zeros, zeros.bool(), None, pieces, None, notes)
+            return SanitizeResult(embeddings, zeros, zeros, roles, zeros.bool(), None, report)
+
+        rows = embeddings.to(torch.float32)
+        current = rows
+        scores = zeros.clone()
+        weights = zeros.clone()
+        flagged = torch.zeros_like(zeros, dtype=torch.bool)
+        subspace = None
+
+        if settings.uses_es:
+            model = self._es_for(width)
+            current, es_scores, es_weights = apply_es(model, rows, roles, intensity, chunk)
+            scores = torch.maximum(scores, es_scores)
+            weights = torch.maximum(weights, es_weights)
+            flagged |= (es_weights > 0) & (roles == ROLE_WORD)
+
+        schedule_end = None
+        if settings.uses_projection:
+            subspace = self.subspace(settings.concept_list, embeddings.device)
+            proj, p_scores, p_flags, detector = self._projection(current, ids, roles, layout, chunk, settings,
+                                                                 subspace, notes)
+            word_w = intensity * p_flags.float()
+            chunk_max = word_w.reshape(batch, -1, chunk).amax(-1, keepdim=True).expand(-1, -1, chunk)
+            tail = (roles == ROLE_EOS) | (roles == ROLE_PAD)
+            use_tail = settings.eos_policy == "project"
+            p_weights = torch.where(tail & use_tail, chunk_max.reshape(batch, total), word_w)
+            p_weights = torch.where(roles == ROLE_BOS, torch.zeros_like(p_weights), p_weights)
+            current = current + p_weights.unsqueeze(-1) * (proj - current)
+            scores = torch.maximum(scores, p_scores)
+            weights = torch.maximum(weights, p_weights)
+            flagged |= p_flags
+            if settings.schedule == "svf":
+                beta = svf_beta(rows, proj, roles, chunk)
+                fractions = svf_fraction(beta)
+                has_edit = (weights > 0).any(-1)
+                schedule_end = [float(f) if e else 0.0 for f, e in zip(fractions.tolist(), has_edit.tolist())]
+            notes.append(f"projection detector: {detector}")
+        elif settings.schedule == "svf":
+            notes.append("schedule 'svf' needs the projection (mode safree or es+safree); every step is sanitized")
+
+        touched = weights > 0
+        touched &= roles != ROLE_BOS
+        out = torch.where(touched.unsqueeze(-1), current.to(embeddings.dtype), embeddings)
+        weights = torch.where(touched, weights, torch.zeros_like(weights))
+        report = self._report(settings, intensity, roles, scores, weights, flagged, schedule_end, pieces,
+                              (subspace, rows) if subspace is not None else None, notes)
+        return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report)
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+            raise SanitizerInputError(f"embeddings must be a [batch, tokens, width] tensor, got {shape}")
+        if not embeddings.is_floating_point():
+            raise SanitizerInputError(f"embeddings must be floating point, got {embeddings.dtype}")
+        if token_ids.shape != embeddings.shape[:2]:
+            raise SanitizerInputError(f"token ids {tuple(token_ids.shape)} do not match embeddings "
+                                      f"{tuple(embeddings.shape)} (expected [batch, tokens])")
+        if embeddings.shape[1] == 0:
+            raise SanitizerInputError("embeddings have no tokens")
+        try:
+            layout.chunk_len_for(embeddings.shape[1])
+        except ValueError as exc:
+            raise SanitizerInputError(str(exc)) from exc
+        if not torch.isfinite(embeddings).all():
+            raise SanitizerInputError("embeddings contain NaN or infinite values; the text encoder output is "
+                                      "broken (check the checkpoint and the precision settings)")
+
+    def _es_for(self, width: int) -> EmbeddingSanitizerNet:
+        if self.es_model is None:
+            raise SanitizerInputError("mode 'es' needs calibrated sanitizer weights for this text encoder; "
+                                      "choose a weights file, calibrate one (`python -m embedding_sanitizer train`), "
+                                      "or use mode 'safree'")
+        if self.es_model.config.width != width:
+            made_for = self.es_meta.get("encoder_name", "another encoder")
+            raise SanitizerInputError(f"the sanitizer weights were calibrated for {made_for} "
+                                      f"(width {self.es_model.config.width}) but the embeddings have width {width}")
+        return self.es_model
+
+    def _projection(self, rows, ids, roles, layout, chunk, settings, subspace, notes):
+        has_ti = bool((ids == layout.ti_id).any())
+        detector = settings.detector
+        if detector == "loo" and (self.encoder is None or has_ti):
+            why = "textual-inversion vectors cannot be re-encoded by id" if has_ti else "no encoder"
+            notes.append(f"leave-one-out detector unavailable ({why}); used the fast detector")
+            log.warning("Embedding Sanitizer: leave-one-out detector unavailable (%s); using the fast detector", why)
+            detector = "fast"
+        if detector == "fast":
+            p_scores = fast_scores(rows, roles, subspace)
+            p_flags = (p_scores > settings.threshold) & (roles == ROLE_WORD)
+            return fast_project(rows, roles, subspace), p_scores, p_flags, "fast"
+        return self._loo(rows, ids, roles, layout, chunk, subspace)
+
+    def _loo(self, rows, ids, roles, layout, chunk, subspace):
+        batch, total, width = rows.shape
+        chunk_ids = ids.reshape(-1, chunk)
+        chunk_roles = roles.reshape(-1, chunk)
+        owner, position = torch.nonzero(chunk_roles == ROLE_WORD, as_tuple=True)
+        scores = torch.zeros(batch * (total // chunk), chunk, device=rows.device)
+        flags = torch.zeros_like(scores, dtype=torch.bool)
+        proj = rows.reshape(-1, chunk, width).clone()
+        if owner.numel():
+            active = int((chunk_roles != ROLE_PAD).sum(-1).max())
+            copies = chunk_ids[owner, :active].clone()
+            copies[torch.arange(owner.numel(), device=copies.device), position] = layout.mask_id
+            pooled = torch.cat([self.encoder.encode_chunks(copies[i:i + LOO_BATCH].to(self.encoder.device)).pooled
+                                .to(rows.device, torch.float32) for i in range(0, copies.shape[0], LOO_BATCH)])
+            groups = chunk_ids.shape[0]
+            ratio, trigger = loo_trigger_stats(pooled, owner, groups, subspace)
+            scores[owner, position] = loo_scores_from_ratio(ratio)
+            flags[owner, position] = trigger
+            flagged_groups = torch.unique(owner[trigger])
+            if flagged_groups.numel():
+                keep = torch.isin(owner, flagged_groups)
+                p_input = input_space_projectors(pooled[keep], owner[keep], groups)[flagged_groups]
+                chunk_rows = rows.reshape(-1, chunk, width)[flagged_groups]
+                words = loo_project(chunk_rows, p_input, subspace)
+                tails = concept_complement(chunk_rows, subspace)
+                is_word = (chunk_roles[flagged_groups] == ROLE_WORD).unsqueeze(-1)
+                proj[flagged_groups] = torch.where(is_word, words, tails)
+        shape = (batch, total)
+        return proj.reshape(batch, total, width), scores.reshape(shape), flags.reshape(shape), "loo"
+
+    def _report(self, settings, intensity, roles, scores, weights, flagged, schedule_end, pieces, concept_ctx,
+                notes) -> dict:
+        prompts = []
+        nearest = None
+        if concept_ctx is not None and bool(flagged.any()):
+            subspace, rows = concept_ctx
+            nearest = subspace.nearest_concepts(rows)
+        for b in range(roles.shape[0]):
+            word_pos = torch.nonzero(roles[b] == ROLE_WORD).flatten().tolist()
+            s = scores[b].tolist()
+            w = weights[b].tolist()
+            f = flagged[b].tolist()
+            tokens = []
+            concepts: dict[str, int] = {}
+            for pos in word_pos:
+                if s[pos] < REPORT_MIN_SCORE and not f[pos] and w[pos] <= 0:
+                    continue
+                entry = {"position": pos, "score": round(s[pos], 4), "weight": round(w[pos], 4), "flagged": f[pos]}
+                if pieces is not None:
+                    entry["token"] = pieces[b][pos]
+                if f[pos] and nearest is not None:
+                    name = concept_ctx[0].concepts[int(nearest[b, pos])]
+                    entry["concept"] = name
+                    concepts[name] = concepts.get(name, 0) + 1
+                tokens.append(entry)
+            edited_rows = [i for i, x in enumerate(w) if x > 0]
+            prompts.append({
+                "words": len(word_pos),
+                "flagged": int(sum(f)),
+                "rows_edited": len(edited_rows),
+                "rows_edited_by_role": {ROLE_NAMES[r]: int(((roles[b] == r) & (weights[b] > 0)).sum())
+                                        for r in (ROLE_WORD, ROLE_EOS, ROLE_PAD)},
+                "max_score": round(max([s[p] for p in word_pos], default=0.0), 4),
+                "concepts": concepts,
+                "tokens": tokens,
+                "schedule_end": None if schedule_end is None else round(schedule_end[b], 4),
+            })
+        return {
+            "settings": settings.to_dict(),
+            "intensity": intensity,
+            "es_weights": self.es_meta.get("file", "") if settings.uses_es else "",
+            "prompts": prompts,
+            "notes": notes,
+        }
