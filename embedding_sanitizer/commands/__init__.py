@@ -1,0 +1,1 @@
+"""Command-line commands (see ``embedding_sanitizer.cli``)."""
