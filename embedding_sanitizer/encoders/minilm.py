@@ -39,7 +39,9 @@ class MiniLMEncoder(TextEncoder):
     def __init__(self, model_dir: str | Path | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         from transformers import BertModel, BertTokenizerFast
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         path = Path(model_dir) if model_dir else bundled_model_dir()
         self.tokenizer = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
         self.model = BertModel.from_pretrained(str(path), local_files_only=True).to(device, dtype).eval()

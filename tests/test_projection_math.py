@@ -1,0 +1,103 @@
+"""The SAFREE math against direct reference computations on random matrices."""
+import torch
+from hypothesis import given, settings as hsettings, strategies as st
+
+from embedding_sanitizer.projection import (
+    NullCalibration, loo_project, loo_trigger_stats, orthonormal_basis, projector, relevance, steps_for_fraction,
+    svf_fraction,
+)
+
+prop = hsettings(max_examples=30, deadline=None)
+
+
+@prop
+@given(k=st.integers(1, 12), d=st.integers(16, 64), seed=st.integers(0, 10_000))
+def test_projector_is_idempotent_symmetric_and_annihilated_by_complement(k, d, seed):
+    gen = torch.Generator().manual_seed(seed)
+    concepts = torch.randn(k, d, generator=gen)
+    p = projector(concepts)
+    assert torch.allclose(p @ p, p, atol=1e-4)
+    assert torch.allclose(p, p.T, atol=1e-5)
+    complement = torch.eye(d) - p
+    assert (concepts @ complement).abs().max() < 1e-3 * concepts.abs().max()
+    assert abs(float(torch.trace(p)) - k) < 1e-3
+
+
+def test_projector_matches_direct_formula_in_float64():
+    gen = torch.Generator().manual_seed(0)
+    c = torch.randn(5, 24, generator=gen, dtype=torch.float64)
+    reference = c.T @ torch.linalg.inv(c @ c.T) @ c  # C (C^T C)^-1 C^T with C = c^T, full rank
+    assert torch.allclose(projector(c).double(), reference, atol=1e-5)
+
+
+def test_projector_of_collinear_concepts_stays_a_projector():
+    v = torch.randn(1, 32)
+    concepts = torch.cat([v, 2 * v, -v + 1e-7])
+    p = projector(concepts)
+    assert torch.allclose(p @ p, p, atol=1e-4)
+    assert abs(float(torch.trace(p)) - 1) < 1e-2
+
+
+def test_leave_one_out_rule_matches_reference_loop():
+    gen = torch.Generator().manual_seed(1)
+    d = 16
+    concepts = torch.randn(3, d, generator=gen)
+
+    class Sub:
+        width = d
+        projector = projector(concepts)
+
+    pooled = torch.randn(9, d, generator=gen)
+    owner = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 3])
+    ratio, trigger = loo_trigger_stats(pooled, owner, 4, Sub)
+    complement = torch.eye(d) - Sub.projector
+    for i in range(9):
+        same = [j for j in range(9) if owner[j] == owner[i]]
+        dist = lambda j: float((complement @ pooled[j]).norm())  # noqa: E731
+        if len(same) == 1:
+            assert not trigger[i]
+            continue
+        mean_others = sum(dist(j) for j in same if j != i) / (len(same) - 1)
+        assert abs(float(ratio[i]) - dist(i) / mean_others) < 1e-4
+        assert bool(trigger[i]) == (dist(i) > 1.01 * mean_others)
+
+
+def test_released_projection_order():
+    gen = torch.Generator().manual_seed(2)
+    d = 12
+    concepts = torch.randn(2, d, generator=gen)
+    inputs = torch.randn(4, d, generator=gen)
+
+    class Sub:
+        width = d
+        projector = projector(concepts)
+
+    rows = torch.randn(1, 6, d, generator=gen)
+    p_i = projector(inputs).unsqueeze(0)
+    got = loo_project(rows, p_i, Sub)
+    # row vectors: e -> e P_I (I - P_C); both symmetric, so this is (I - P_C) P_I e in column form
+    expected = torch.stack([(torch.eye(d) - Sub.projector) @ p_i[0] @ rows[0, j] for j in range(6)])
+    assert torch.allclose(got[0], expected, atol=1e-5)
+
+
+def test_svf_fraction_matches_released_table():
+    beta = torch.tensor([0.30, 0.50, 0.533, 0.60])
+    t_prime = torch.tensor([0, 2, 5, 10], dtype=torch.float32)
+    assert torch.allclose(svf_fraction(beta), (t_prime + 1) / 50)
+    assert steps_for_fraction(0.22, 20) == 5
+    assert steps_for_fraction(0.02, 50) == 1
+    assert steps_for_fraction(0.0, 30) == 0
+
+
+def test_relevance_and_null_calibration():
+    gen = torch.Generator().manual_seed(3)
+    basis = orthonormal_basis(torch.randn(2, 20, generator=gen))
+    center = torch.zeros(20)
+    inside = basis[:, 0] * 3
+    outside = torch.randn(20, generator=gen)
+    outside = outside - basis @ (basis.T @ outside)
+    rel = relevance(torch.stack([inside, outside]), basis, center)
+    assert abs(float(rel[0]) - 1) < 1e-5 and float(rel[1]) < 1e-5
+    cal = NullCalibration.from_samples(torch.rand(1000, generator=gen) * 0.3)
+    assert float(cal.score(torch.tensor(cal.crossing))) == 0.5
+    assert float(cal.score(torch.tensor(0.9))) > 0.99
