@@ -57,12 +57,12 @@ class SubspaceCache:
         self.max_entries = max_entries
 
     def get(self, encoder, concepts: tuple[str, ...]) -> ConceptSubspace:
-        key = (encoder.fingerprint, getattr(encoder, "name", ""), tuple(c.lower() for c in concepts))
+        key = (encoder.cache_key, tuple(c.lower() for c in concepts))
         with self._lock:
             hit = self._entries.get(key)
         if hit is not None:
             return hit
-        log.info("building concept subspace for %d concept(s) on encoder %s", len(concepts), key[1])
+        log.info("building concept subspace for %d concept(s) on encoder %s", len(concepts), encoder.name)
         with torch.inference_mode():
             built = build_subspace(encoder, concepts)
         with self._lock:

@@ -217,33 +217,32 @@ class Sanitizer:
         nearest = None
         if concept_ctx is not None and bool(flagged.any()):
             subspace, rows = concept_ctx
-            nearest = subspace.nearest_concepts(rows)
+            nearest = subspace.nearest_concepts(rows).cpu()
+        roles, scores, weights, flagged = roles.cpu(), scores.cpu(), weights.cpu(), flagged.cpu()  # one transfer
+        shown = (roles == ROLE_WORD) & ((scores >= REPORT_MIN_SCORE) | flagged | (weights > 0))
+        words_per_prompt = (roles == ROLE_WORD).sum(-1).tolist()
         for b in range(roles.shape[0]):
-            word_pos = torch.nonzero(roles[b] == ROLE_WORD).flatten().tolist()
-            s = scores[b].tolist()
-            w = weights[b].tolist()
-            f = flagged[b].tolist()
             tokens = []
             concepts: dict[str, int] = {}
-            for pos in word_pos:
-                if s[pos] < REPORT_MIN_SCORE and not f[pos] and w[pos] <= 0:
-                    continue
-                entry = {"position": pos, "score": round(s[pos], 4), "weight": round(w[pos], 4), "flagged": f[pos]}
+            for pos in torch.nonzero(shown[b]).flatten().tolist():  # only the tokens worth reporting
+                is_flagged = bool(flagged[b, pos])
+                entry = {"position": pos, "score": round(float(scores[b, pos]), 4),
+                         "weight": round(float(weights[b, pos]), 4), "flagged": is_flagged}
                 if pieces is not None:
                     entry["token"] = pieces[b][pos]
-                if f[pos] and nearest is not None:
+                if is_flagged and nearest is not None:
                     name = concept_ctx[0].concepts[int(nearest[b, pos])]
                     entry["concept"] = name
                     concepts[name] = concepts.get(name, 0) + 1
                 tokens.append(entry)
-            edited_rows = [i for i, x in enumerate(w) if x > 0]
+            word_scores = scores[b][roles[b] == ROLE_WORD]
             prompts.append({
-                "words": len(word_pos),
-                "flagged": int(sum(f)),
-                "rows_edited": len(edited_rows),
+                "words": int(words_per_prompt[b]),
+                "flagged": int(flagged[b].sum()),
+                "rows_edited": int((weights[b] > 0).sum()),
                 "rows_edited_by_role": {ROLE_NAMES[r]: int(((roles[b] == r) & (weights[b] > 0)).sum())
                                         for r in (ROLE_WORD, ROLE_EOS, ROLE_PAD)},
-                "max_score": round(max([s[p] for p in word_pos], default=0.0), 4),
+                "max_score": round(float(word_scores.max()) if word_scores.numel() else 0.0, 4),
                 "concepts": concepts,
                 "tokens": tokens,
                 "schedule_end": None if schedule_end is None else round(schedule_end[b], 4),

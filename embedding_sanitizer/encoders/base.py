@@ -82,6 +82,15 @@ class TextEncoder:
     def compute_fingerprint(self) -> str:
         raise NotImplementedError
 
+    @property
+    def cache_key(self) -> str:
+        """Key for caches of things derived from this encoder's outputs (concept subspaces).
+
+        Adapters whose output layer can change without the weights changing (CLIP skip,
+        ComfyUI's CLIPSetLastLayer) must override this to include the layer.
+        """
+        return f"{self.name}|{self.fingerprint}"
+
 
 def tensor_fingerprint(tensor: torch.Tensor) -> str:
     """Fingerprint of a weight tensor (the token embedding) that survives dtype changes.
