@@ -15,8 +15,13 @@ with the ``</w>`` end-of-word marker, 48,894 merges, then ``<|startoftext|>``
 Text cleanup (``clean=``):
 
 * ``"hf"`` (default): what Stable Diffusion hosts run, i.e. Hugging Face's
-  ``CLIPTokenizer`` as ComfyUI and A1111 use it: Unicode NFC, every run of
-  whitespace collapsed to one space, lowercase. No HTML unescaping.
+  ``CLIPTokenizer`` as ComfyUI and A1111 use it (the ``tokenizers`` backed one
+  of transformers 5, and the fast tokenizer before it): the exact strings
+  ``<|startoftext|>`` / ``<|endoftext|>`` become BOS / EOS first; the rest gets
+  Unicode NFC, every run of whitespace collapsed to one space, and a
+  character-by-character lowercase. No HTML unescaping. (The pure-Python
+  tokenizer of transformers 4 without ftfy pre-splits text with BERT's basic
+  tokenizer instead, which can differ on CJK text and control characters.)
 * ``"openai"``: the original CLIP / open_clip cleanup: ``ftfy.fix_text`` when
   ftfy is installed (NFC otherwise), HTML unescaped twice, whitespace collapsed,
   stripped, lowercased. It differs from ``"hf"`` only on unusual input such as
@@ -48,12 +53,15 @@ END_OF_WORD = "</w>"
 OPEN_CLIP_VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 _MERGE_COUNT = 49152 - 256 - 2  # merges used by CLIP's 49,408-entry vocabulary
 
-# CLIP's pre-tokenization pattern (applied to lowercased text).
-_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
+# CLIP's pre-tokenization pattern (applied to lowercased text). The host tokenizer matches the
+# special strings before cleanup and then splits with the same pattern minus its special-token
+# alternatives (a lowercased "<|ENDOFTEXT|>" is ordinary text there).
+_WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_PATTERN = regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|" + _WORDS, regex.IGNORECASE)
+_PATTERN_HF = regex.compile(_WORDS, regex.IGNORECASE)
 _WHITESPACE = regex.compile(r"\s+")
+_SPECIALS = {BOS_TOKEN: BOS_ID, EOS_TOKEN: EOS_ID}
+_SPECIAL_SPLIT = regex.compile(r"(<\|startoftext\|>|<\|endoftext\|>)")
 
 INSTALL_HINT = (
     "pip install --no-deps open-clip-torch (it ships the CLIP vocabulary "
@@ -71,19 +79,18 @@ def bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character table of byte-level BPE.
 
     Printable Latin-1 bytes map to themselves; the 68 others (controls, space,
-    soft hyphen...) map, in byte order, to the characters from U+0100 on.
+    soft hyphen...) map, in byte order, to the characters from U+0100 on. The
+    table lists the printable bytes first: that order numbers the vocabulary.
     """
     keep = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("\u00a1"), ord("\u00ac") + 1))
         + list(range(ord("\u00ae"), ord("\u00ff") + 1))
     )
-    table = {}
+    table = {byte: chr(byte) for byte in keep}
     extra = 0
     for byte in range(256):
-        if byte in keep:
-            table[byte] = chr(byte)
-        else:
+        if byte not in table:
             table[byte] = chr(256 + extra)
             extra += 1
     return table
@@ -170,7 +177,10 @@ class CLIPBPETokenizer:
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {char: byte for byte, char in self.byte_encoder.items()}
         self.cache_size = cache_size
-        self._cache: dict[str, tuple[int, ...]] = {BOS_TOKEN: (BOS_ID,), EOS_TOKEN: (EOS_ID,)}
+        # The original CLIP maps the (lowercased) special strings through its BPE cache; the
+        # host tokenizer matches them case-sensitively before any cleanup (see encode_words).
+        self._seed = {BOS_TOKEN: (BOS_ID,), EOS_TOKEN: (EOS_ID,)} if clean == "openai" else {}
+        self._cache: dict[str, tuple[int, ...]] = dict(self._seed)
         if len(self.encoder) != VOCAB_SIZE or self.encoder.get(BOS_TOKEN) != BOS_ID or self.encoder.get(EOS_TOKEN) != EOS_ID:
             raise ValueError(
                 f"vocabulary from {self.source} is not the CLIP vocabulary "
@@ -192,12 +202,12 @@ class CLIPBPETokenizer:
                 text = ftfy.fix_text(text)
             text = html.unescape(html.unescape(text)).strip()
             return _WHITESPACE.sub(" ", text).strip().lower()
-        text = unicodedata.normalize("NFC", text)
-        return _WHITESPACE.sub(" ", text).lower()
+        text = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text))
+        return "".join([char.lower() for char in text])  # per character: no final-sigma rule
 
     def pre_tokenize(self, text: str) -> list[str]:
         """The pieces (words, digits, punctuation runs) of cleaned text."""
-        return _PATTERN.findall(self.clean_text(text))
+        return (_PATTERN_HF if self.clean == "hf" else _PATTERN).findall(self.clean_text(text))
 
     # ------------------------------------------------------------------- BPE
     def bpe(self, piece: str) -> tuple[int, ...]:
@@ -231,16 +241,20 @@ class CLIPBPETokenizer:
             symbols = merged
         ids = tuple(self.encoder[symbol] for symbol in symbols)
         if len(self._cache) >= self.cache_size:
-            self._cache.clear()
-            self._cache.update({BOS_TOKEN: (BOS_ID,), EOS_TOKEN: (EOS_ID,)})
+            self._cache = dict(self._seed)
         self._cache[piece] = ids
         return ids
 
     def encode_words(self, text: str) -> list[int]:
         """Token ids of ``text`` without BOS and EOS."""
         ids: list[int] = []
-        for piece in self.pre_tokenize(text):
-            ids.extend(self.bpe(piece))
+        parts = _SPECIAL_SPLIT.split(text) if self.clean == "hf" else [text]
+        for index, part in enumerate(parts):
+            if index % 2:
+                ids.append(_SPECIALS[part])
+                continue
+            for piece in self.pre_tokenize(part):
+                ids.extend(self.bpe(piece))
         return ids
 
     def encode(self, text: str) -> list[int]:
