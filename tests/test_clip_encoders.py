@@ -321,6 +321,8 @@ def test_checkpoint_dtype_and_overrides(tmp_path, sources):
     save_file(state, str(path))
     enc = CLIPTextEncoder.from_checkpoint(path, dtype=None, heads=HEADS, layer="penultimate")
     assert enc.dtype == torch.float16 and enc.layer == "penultimate" and enc.final_norm
+    default = CLIPTextEncoder.from_checkpoint(path, dtype=None, heads=HEADS)
+    assert default.fingerprint == enc.fingerprint and default.cache_key != enc.cache_key
     assert CLIPTextEncoder.from_checkpoint(path, heads=HEADS).dtype == torch.float32
 
 

@@ -236,6 +236,11 @@ class CLIPTextEncoder(TextEncoder):
     def compute_fingerprint(self) -> str:
         return tensor_fingerprint(self._token_embedding())
 
+    @property
+    def cache_key(self) -> str:
+        """Includes the output layer: the same weights give other vectors at another layer (clip skip)."""
+        return f"{self.name}|{self.fingerprint}|layer={self.layer}|final_norm={int(self.final_norm)}"
+
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "layout": self.layout.name, "layer": self.layer,
                 "final_norm": self.final_norm, "width": self.width, "tokenizer": self.tokenizer.source}
