@@ -71,9 +71,15 @@ T5 = ChunkLayout("t5", None, None, 1, 0, 2)  # T5: no BOS, EOS 1, pad 0; mask wi
 def token_roles(token_ids: torch.Tensor, layout: ChunkLayout, rows_are_chunks: bool = False) -> torch.Tensor:
     """Role of every position of ``token_ids`` ``[B, T]`` as a long tensor ``[B, T]``.
 
-    Per chunk: position 0 is BOS (when the layout has one), the first ``eos_id``
-    after it is EOS, everything after that EOS is PAD, and everything before it
-    is a WORD. A chunk without EOS (a truncated chunk) is all words after BOS.
+    Per chunk: position 0 is BOS (when the layout has one); the prompt's EOS is
+    the one that closes the chunk, everything after it is PAD, and everything
+    before it is a WORD. "Closes the chunk" matters: a prompt may contain the
+    literal end-of-text token, and words after it must stay words (otherwise
+    they would hide from scoring as "padding"). So the EOS is the start of the
+    trailing run of EOS ids when padding uses the EOS id (SD1), and the last EOS
+    id otherwise (SD2/SDXL-G pad with 0, T5 pads with 0). A chunk without EOS (a
+    truncated chunk) is all words after BOS. With ``rows_are_chunks`` every row
+    is one (possibly shortened) chunk.
     """
     if token_ids.dim() != 2:
         raise ValueError(f"token ids must be [batch, tokens], got shape {tuple(token_ids.shape)}")
@@ -84,9 +90,16 @@ def token_roles(token_ids: torch.Tensor, layout: ChunkLayout, rows_are_chunks: b
     is_bos = (position == 0) if layout.bos_id is not None else torch.zeros_like(position, dtype=torch.bool)
     is_bos = is_bos.expand_as(ids)
     eos_hit = (ids == layout.eos_id) & ~is_bos
-    seen = torch.cumsum(eos_hit.to(torch.int32), dim=-1)
-    is_eos = eos_hit & (seen == 1)
-    is_pad = (seen >= 1) & ~is_eos
+    if layout.pad_id == layout.eos_id:
+        trailing = torch.flip(torch.cumprod(torch.flip(eos_hit, [-1]).to(torch.int32), dim=-1), [-1]).bool()
+        before = torch.cat([torch.zeros_like(trailing[..., :1]), trailing[..., :-1]], dim=-1)
+        is_eos = trailing & ~before
+        is_pad = trailing & before
+    else:
+        at_or_after = torch.flip(torch.cumsum(torch.flip(eos_hit, [-1]).to(torch.int32), dim=-1), [-1])
+        is_eos = eos_hit & (at_or_after == 1)
+        seen = torch.cumsum(is_eos.to(torch.int32), dim=-1)
+        is_pad = (seen >= 1) & ~is_eos
     roles = torch.full_like(ids, ROLE_WORD, dtype=torch.long)
     roles[is_pad] = ROLE_PAD
     roles[is_eos] = ROLE_EOS

@@ -54,3 +54,13 @@ def test_t5_layout_has_no_bos():
 def test_length_not_multiple_of_chunk_is_a_clear_error():
     with pytest.raises(ValueError, match="77-token chunks"):
         token_roles(torch.zeros(1, 80, dtype=torch.long), SD1_CLIP_L)
+
+
+@pytest.mark.parametrize("layout", [SD1_CLIP_L, SD2_CLIP_H])
+def test_literal_end_of_text_in_prompt_does_not_hide_words(layout):
+    """'a photo <|endoftext|> naked woman': the words after the injected EOS stay words."""
+    words = [320, 1125, layout.eos_id, 6287, 2308]
+    ids = torch.tensor([pad_chunks(words, layout)[0]])
+    roles = token_roles(ids, layout)
+    assert roles[0, 1:6].tolist() == [ROLE_WORD] * 5
+    assert roles[0, 6] == ROLE_EOS and (roles[0, 7:] == ROLE_PAD).all()
