@@ -1,0 +1,19 @@
+"""ComfyUI entry of Embedding Sanitizer: NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY.
+
+Importing this file needs neither ComfyUI nor A1111: ComfyUI modules are
+imported lazily by the nodes, and the ``models/embedding_sanitizer`` folder is
+registered only when ComfyUI's ``folder_paths`` is present.
+"""
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+if _ROOT not in sys.path:  # the core package lives next to this file
+    sys.path.append(_ROOT)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_folder  # noqa: E402
+
+WEB_DIRECTORY = "./web"
+register_folder()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

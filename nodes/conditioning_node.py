@@ -1,0 +1,113 @@
+"""Sanitize Conditioning: CONDITIONING (+ CLIP, + prompt text) -> CONDITIONING, IMAGE heatmap, STRING report."""
+from __future__ import annotations
+
+import json
+
+from . import registry
+from .proxy import Patch, is_close, patch_clip, unwrap
+from .report import image_tensor
+from .schema import CATEGORY, settings_from_inputs, settings_inputs
+
+
+def _record_for_text(clip, text: str):
+    recording = patch_clip(_plain(clip), None)
+    out = recording.encode_from_tokens(clip.tokenize(text), return_pooled=True, return_dict=True)
+    return registry.lookup(out["cond"])["record"]
+
+
+def _plain(clip):
+    """A clone of ``clip`` without any sanitizer proxy."""
+    clone = clip.clone()
+    clone.cond_stage_model = unwrap(clip.cond_stage_model)
+    return clone
+
+
+def _prepare(clip) -> None:
+    """Load the text encoder and set its layer as an encode would (concept lists are encoded with it)."""
+    model = unwrap(clip.cond_stage_model)
+    model.reset_clip_options()
+    if clip.layer_idx is not None:
+        model.set_clip_options({"layer": clip.layer_idx})
+    clip.load_model()
+
+
+class EmbeddingSanitizerConditioning:
+    DESCRIPTION = (
+        "Sanitizes a conditioning and shows its token heatmap. Give the prompt text that was encoded (the same "
+        "CLIP), or feed conditioning encoded by a CLIP patched with 'Embedding Sanitizer (CLIP)' (then the text "
+        "is not needed). This node's settings apply either way. With schedule 'svf' the output uses the "
+        "sanitized embedding only for the early part of sampling (start_percent/end_percent) and the original "
+        "for the rest. Outputs the heatmap as an IMAGE and the JSON report as a STRING.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CONDITIONING", "IMAGE", "STRING")
+    RETURN_NAMES = ("conditioning", "heatmap", "report")
+    OUTPUT_TOOLTIPS = ("The sanitized conditioning (new lists and dicts; the input is not modified).",
+                       "Per-word harm scores as an image.", "What was scored and changed, as JSON.")
+    FUNCTION = "sanitize"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "conditioning": ("CONDITIONING", {"tooltip": "Conditioning from CLIPTextEncode or a similar node."}),
+                "clip": ("CLIP", {"tooltip": "The CLIP that encoded the conditioning."}),
+                **settings_inputs(),
+            },
+            "optional": {
+                "text": ("STRING", {"multiline": True, "default": "", "tooltip":
+                                    "The prompt text that was encoded. Leave empty when the conditioning "
+                                    "comes from a CLIP patched by 'Embedding Sanitizer (CLIP)'."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sanitize(self, conditioning, clip, text="", unique_id=None, **kwargs):
+        settings, choice = settings_from_inputs(kwargs)
+        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None)
+        inner = unwrap(clip.cond_stage_model)
+        text = text or ""
+        text_record = None
+        prepared = False
+        out, entries = [], []
+        for item in conditioning:
+            cond, extras = item[0], item[1]
+            found = registry.lookup(cond)
+            record = found["record"] if found else None
+            original = record.original[0] if found and "patch" in found else cond
+            if record is None:
+                if not text.strip():
+                    raise ValueError("Sanitize Conditioning: this conditioning was not encoded by a CLIP patched "
+                                     "with 'Embedding Sanitizer (CLIP)'; connect the prompt text that was encoded")
+                if text_record is None:
+                    text_record = _record_for_text(clip, text)
+                if not is_close(cond, text_record.original[0]):
+                    raise ValueError("Sanitize Conditioning: the conditioning does not match the given text encoded "
+                                     "with this CLIP (different text, CLIP, weights syntax or clip skip)")
+                record = text_record
+            elif record.inner is not inner:
+                raise ValueError("Sanitize Conditioning: the conditioning was encoded by another CLIP than the one "
+                                 "connected")
+            if not prepared:
+                _prepare(clip)
+                prepared = True
+            new, entry = patch.apply(record)
+            entries.append(entry)
+            out.extend(self._entries(new[0], original, extras, entry, settings.schedule == "svf"))
+        heatmaps = [h for e in entries for h in e["heatmap"]]
+        report = {"node": "EmbeddingSanitizerConditioning", "entries": entries}
+        image = image_tensor(heatmaps, title="Embedding Sanitizer")
+        ui = {"es_heatmap": [{"node": patch.node_id, "heatmap": heatmaps,
+                              "summary": " | ".join(e.get("summary", "") for e in entries)}]}
+        return {"ui": ui, "result": (out, image, json.dumps(report, indent=1, default=str))}
+
+    @staticmethod
+    def _entries(sanitized, original, extras, entry, schedule):
+        fraction = entry.get("schedule_end")
+        if not schedule or not fraction:
+            return [[sanitized, dict(extras)]]
+        start = float(extras.get("start_percent", 0.0))
+        end = float(extras.get("end_percent", 1.0))
+        split = min(end, max(start, start + fraction * (end - start)))
+        early = dict(extras, start_percent=start, end_percent=split)
+        late = dict(extras, start_percent=split, end_percent=end)
+        return [[sanitized, early], [original, late]]

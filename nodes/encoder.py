@@ -1,0 +1,117 @@
+"""The core's ``TextEncoder`` interface around one ComfyUI text-encoder stream.
+
+``tokenize`` uses ComfyUI's own tokenizer for the stream (exact ids and
+chunking); ``encode_chunks`` runs the stream's ``SDClipModel.encode`` with the
+clip options currently set (so the rows come from the same layer as the
+conditioning), and ``pooled`` is the row at the first EOS of that same layer.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from embedding_sanitizer.encoders.base import EncoderOutput, TextEncoder, TokenBatch, pad_chunks, tensor_fingerprint
+from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ChunkLayout, token_roles
+
+PIECE_BY_ROLE = {ROLE_BOS: "<|startoftext|>", ROLE_EOS: "<|endoftext|>", ROLE_PAD: "<pad>"}
+EMBEDDING_PIECE = "<embedding></w>"
+
+
+class UnsupportedTokens(ValueError):
+    """The token list holds entries the sanitizer cannot place (e.g. image embeds for LLM encoders)."""
+
+
+def ids_from_chunks(chunks, layout: ChunkLayout) -> torch.Tensor:
+    """``[1, T]`` ids of ComfyUI token chunks; textual-inversion vectors become ``layout.ti_id``."""
+    ids = []
+    for chunk in chunks:
+        for entry in chunk:
+            token = entry[0]
+            if isinstance(token, numbers.Integral):
+                ids.append(int(token))
+            elif torch.is_tensor(token) or (isinstance(token, dict) and token.get("type") == "embedding"):
+                ids.append(layout.ti_id)
+            else:
+                raise UnsupportedTokens(f"token of type {type(token).__name__} "
+                                        f"({token.get('type') if isinstance(token, dict) else ''})")
+    return torch.tensor([ids], dtype=torch.long)
+
+
+class ComfyStreamEncoder(TextEncoder):
+    """One stream (``clip_l``, ``clip_g``, ``clip_h`` or ``t5xxl``) of a ComfyUI CLIP."""
+
+    def __init__(self, family: str, stream: str, sub_model, sub_tokenizer, layout: ChunkLayout) -> None:
+        self.family = family
+        self.stream = stream
+        self.model = sub_model
+        self.tokenizer = sub_tokenizer
+        self.layout = layout
+        embedding = sub_model.transformer.get_input_embeddings()
+        self.width = int(embedding.weight.shape[-1])
+        self.inv_vocab = getattr(sub_tokenizer, "inv_vocab", {}) if sub_tokenizer is not None else {}
+
+    @property
+    def name(self) -> str:
+        layer = getattr(self.model, "layer", "last")
+        if layer == "hidden":
+            layer = f"hidden{getattr(self.model, 'layer_idx', '')}"
+        return f"comfyui-{self.family}-{self.stream}-{layer}"
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name}|{self.fingerprint}"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.transformer.get_input_embeddings().weight.device
+
+    def compute_fingerprint(self) -> str:
+        return tensor_fingerprint(self.model.transformer.get_input_embeddings().weight)
+
+    # -- pieces ------------------------------------------------------------------------------
+    def pieces_for(self, ids: torch.Tensor) -> list[list[str]]:
+        roles = token_roles(ids, self.layout) if self.layout.chunk_length is None or \
+            ids.shape[1] % self.layout.chunk_length == 0 else None
+        out = []
+        for b, row in enumerate(ids.tolist()):
+            pieces = []
+            for t, token in enumerate(row):
+                role = int(roles[b, t]) if roles is not None else 1
+                if role in PIECE_BY_ROLE:
+                    pieces.append(PIECE_BY_ROLE[role])
+                elif token == self.layout.ti_id:
+                    pieces.append(EMBEDDING_PIECE)
+                else:
+                    pieces.append(str(self.inv_vocab.get(token, f"<{token}>")))
+            out.append(pieces)
+        return out
+
+    # -- TextEncoder -------------------------------------------------------------------------
+    def tokenize(self, texts):
+        if self.tokenizer is None:
+            raise RuntimeError(f"no tokenizer for stream {self.stream}")
+        rows = []
+        for text in texts:
+            chunks = self.tokenizer.tokenize_with_weights(text, disable_weights=True)
+            rows.append(ids_from_chunks(chunks, self.layout)[0].tolist())
+        total = max(len(r) for r in rows)
+        if self.layout.chunk_length is None:
+            rows = [r + [self.layout.pad_id] * (total - len(r)) for r in rows]
+        else:
+            filler = pad_chunks([], self.layout)[0]
+            rows = [r + filler * ((total - len(r)) // len(filler)) for r in rows]
+        ids = torch.tensor(rows, dtype=torch.long)
+        return TokenBatch(ids, self.pieces_for(ids), self.layout, list(texts))
+
+    def encode_chunks(self, ids: torch.Tensor) -> EncoderOutput:
+        out = self.model.encode(ids.tolist())
+        rows = out[0].float()
+        position = torch.arange(ids.shape[1], device=ids.device)
+        hit = ids == self.layout.eos_id
+        if self.layout.bos_id is not None:
+            hit &= position != 0
+        first = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(hit[:, 0], ids.shape[1] - 1,
+                                                                               dtype=torch.long))
+        pooled = rows[torch.arange(rows.shape[0], device=rows.device), first.to(rows.device)]
+        return EncoderOutput(rows, pooled)

@@ -1,0 +1,275 @@
+"""The delegating proxy put on a cloned CLIP's ``cond_stage_model``.
+
+Every downstream encode (CLIPTextEncode, the SDXL/Flux encode nodes, scheduled
+encodes, third-party nodes using ``encode_from_tokens*``) calls
+``cond_stage_model.encode_token_weights(tokens)``. The proxy runs the family's
+own ``encode_token_weights`` on a *view* whose stream attributes (``clip_l``,
+``clip_g``, ``clip_h``, ``t5xxl``) are recorders: each stream is encoded by
+ComfyUI as usual and its rows and exact token ids are kept. The family's code
+is then replayed on the recorded outputs with each stream sanitized by the
+core, so the host's own combination (SDXL concat and cut, SD3 padding and T5
+concat, Flux T5-only) builds the result. The shared inner model is never
+mutated; the original CLIP and other branches never see the proxy.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from embedding_sanitizer import Sanitizer, Settings
+from embedding_sanitizer.sanitize import SanitizerInputError
+from embedding_sanitizer.weights_io import WeightsMismatch
+
+from . import registry
+from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
+from .report import heatmap_words, summary
+from .streams import NOT_COVERED, family_of, layout_for
+from .weights import AUTO, resolve
+
+log = logging.getLogger("embedding_sanitizer.comfyui")
+_warned: set = set()
+
+
+def _warn_once(key, message, *args) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
+
+
+class _View:
+    """Stands in for the family model while its ``encode_token_weights`` runs: stream attributes are swapped."""
+
+    def __init__(self, inner, streams: dict) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_streams", streams)
+
+    def __getattr__(self, name):
+        streams = object.__getattribute__(self, "_streams")
+        if name in streams:
+            return streams[name]
+        return getattr(object.__getattribute__(self, "_inner"), name)
+
+    def __setattr__(self, name, value):
+        setattr(object.__getattribute__(self, "_inner"), name, value)
+
+
+class _Recorder:
+    def __init__(self, sub) -> None:
+        self.sub = sub
+        self.calls: list = []
+
+    def encode_token_weights(self, token_weight_pairs):
+        out = self.sub.encode_token_weights(token_weight_pairs)
+        self.calls.append((token_weight_pairs, out))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.sub, name)
+
+
+class _Replayer:
+    def __init__(self, sub, outputs: list) -> None:
+        self.sub = sub
+        self.outputs = list(outputs)
+
+    def encode_token_weights(self, token_weight_pairs):
+        return self.outputs.pop(0)
+
+    def __getattr__(self, name):
+        return getattr(self.sub, name)
+
+
+@dataclass
+class StreamRecord:
+    stream: str
+    encoder: ComfyStreamEncoder
+    token_weight_pairs: list
+    output: tuple
+
+
+@dataclass
+class EncodeRecord:
+    """One encode: the family, each stream's original output and ids, and the original combined output."""
+
+    inner: object
+    family: str | None
+    token_weight_pairs: object
+    streams: list[StreamRecord]
+    original: tuple
+    notes: list[str] = field(default_factory=list)
+
+
+def record_encode(inner, tokenizer, token_weight_pairs) -> EncodeRecord:
+    family, names = family_of(inner)
+    if family is None:
+        name = type(inner).__name__
+        _warn_once(("family", name), "Embedding Sanitizer: text encoder %s is not covered; its conditioning "
+                   "passes through unchanged", name)
+        out = inner.encode_token_weights(token_weight_pairs)
+        return EncodeRecord(inner, None, token_weight_pairs, [], tuple(out),
+                            [f"text encoder family {name} is not covered: conditioning passed through unchanged"])
+    recorders = {s: _Recorder(getattr(inner, s)) for s in names}
+    out = type(inner).encode_token_weights(_View(inner, recorders), token_weight_pairs)
+    streams = []
+    for s in names:
+        for pairs, stream_out in recorders[s].calls:
+            sub_tok = getattr(tokenizer, s, None) if tokenizer is not None else None
+            encoder = ComfyStreamEncoder(family, s, getattr(inner, s), sub_tok, layout_for(family, s, getattr(inner, s)))
+            streams.append(StreamRecord(s, encoder, pairs, tuple(stream_out)))
+    return EncodeRecord(inner, family, token_weight_pairs, streams, tuple(out))
+
+
+class Patch:
+    """The settings of one Embedding Sanitizer (CLIP) node, and its per-stream sanitizers."""
+
+    def __init__(self, settings: Settings, weights_choice: str = AUTO, node_id: str | None = None,
+                 notes: list[str] | None = None) -> None:
+        self.settings = settings
+        self.weights_choice = weights_choice
+        self.node_id = node_id
+        self.notes = list(notes or [])
+        self._lock = threading.Lock()
+        self._sanitizers: dict[tuple, tuple] = {}
+
+    def _sanitizer_for(self, rec: StreamRecord, n_streams: int):
+        """(Sanitizer, settings for this stream, notes)."""
+        settings = self.settings
+        notes = []
+        enc = rec.encoder
+        key = (rec.stream, enc.name, enc.fingerprint)
+        with self._lock:
+            hit = self._sanitizers.get(key)
+        if hit is not None:
+            return hit
+        es_model, es_meta = None, {}
+        if settings.uses_es and settings.effective_intensity > 0:
+            if rec.stream == "t5xxl":
+                notes.append("t5xxl: learned ES is not available for T5; the projection is used")
+            else:
+                try:
+                    es_model, es_meta, note = resolve(self.weights_choice, enc)
+                except WeightsMismatch:
+                    if n_streams == 1:
+                        raise
+                    es_model, es_meta, note = resolve(AUTO, enc)
+                notes.append(f"{rec.stream}: {note}")
+            if es_model is None:
+                if settings.mode == "es" and rec.stream != "t5xxl":
+                    raise SanitizerInputError(
+                        f"Embedding Sanitizer: mode 'es' needs calibrated weights for the {rec.stream} stream "
+                        f"({enc.name}); none found. Run 'Calibrate Embedding Sanitizer' on this CLIP, pick a "
+                        "weights file, or use mode 'safree'.")
+                settings = settings.replace(mode="safree")
+                if rec.stream != "t5xxl":
+                    notes.append(f"{rec.stream}: no ES weights, projection only")
+        hit = (Sanitizer(enc, es_model, es_meta), settings, notes)
+        with self._lock:
+            self._sanitizers[key] = hit
+        return hit
+
+    def apply(self, record: EncodeRecord) -> tuple[tuple, dict]:
+        """Sanitize a recorded encode: (output tuple like the family's, result entry)."""
+        entry = {"family": record.family, "settings": self.settings.to_dict(), "streams": {}, "heatmap": [],
+                 "not_covered": list(NOT_COVERED.get(record.family, [])), "notes": self.notes + record.notes,
+                 "schedule_end": None}
+        if record.family is None:
+            entry["not_covered"] = ["all streams"]
+            return record.original, entry
+        replay: dict[str, list] = {}
+        fractions = []
+        for rec in record.streams:
+            out = rec.output
+            new_out = self._sanitize_stream(rec, out, len(record.streams), entry, fractions)
+            replay.setdefault(rec.stream, []).append(new_out)
+        players = {name: _Replayer(getattr(record.inner, name), outs) for name, outs in replay.items()}
+        out = type(record.inner).encode_token_weights(_View(record.inner, players), record.token_weight_pairs)
+        if fractions:
+            entry["schedule_end"] = max(fractions)
+        entry["summary"] = summary(entry)
+        return tuple(out), entry
+
+    def _sanitize_stream(self, rec: StreamRecord, out: tuple, n_streams: int, entry: dict, fractions: list):
+        cond = out[0]
+        try:
+            ids = ids_from_chunks(rec.token_weight_pairs, rec.encoder.layout)
+        except UnsupportedTokens as exc:
+            entry["notes"].append(f"{rec.stream}: passed through unchanged ({exc})")
+            return out
+        chunk = rec.encoder.layout.chunk_length
+        if cond.shape[1] != ids.shape[1] or (chunk and ids.shape[1] % chunk) or \
+                (chunk is None and len(rec.token_weight_pairs) != 1):
+            entry["notes"].append(f"{rec.stream}: passed through unchanged (token list of {ids.shape[1]} does not "
+                                  f"line up with the {cond.shape[1]} encoded rows)")
+            _warn_once(("align", rec.stream), "Embedding Sanitizer: %s rows do not line up with the tokens; "
+                       "passed through unchanged", rec.stream)
+            return out
+        sanitizer, settings, notes = self._sanitizer_for(rec, n_streams)
+        entry["notes"].extend(n for n in notes if n not in entry["notes"])
+        pieces = rec.encoder.pieces_for(ids)
+        try:
+            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces)
+        except SanitizerInputError as exc:
+            raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
+        entry["streams"][rec.stream] = result.report
+        entry["heatmap"].append({"stream": rec.stream,
+                                 "words": heatmap_words(pieces[0], result.scores[0].tolist(), result.flagged[0])})
+        if result.schedule_end is not None:
+            fractions.append(float(result.schedule_end[0]))
+        return (result.embeddings,) + tuple(out[1:])
+
+
+class SanitizedTextModel:
+    """Delegating proxy for ``CLIP.cond_stage_model``; overrides only ``encode_token_weights``."""
+
+    def __init__(self, inner, tokenizer, patch: Patch | None) -> None:
+        while isinstance(inner, SanitizedTextModel):  # re-patching replaces the settings
+            inner = inner.es_inner
+        object.__setattr__(self, "es_inner", inner)
+        object.__setattr__(self, "es_tokenizer", tokenizer)
+        object.__setattr__(self, "es_patch", patch)
+
+    def __getattr__(self, name):
+        return getattr(object.__getattribute__(self, "es_inner"), name)
+
+    def __setattr__(self, name, value):
+        setattr(self.es_inner, name, value)
+
+    def __repr__(self) -> str:
+        return f"SanitizedTextModel({self.es_inner.__class__.__name__})"
+
+    def encode_token_weights(self, token_weight_pairs):
+        record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
+        if self.es_patch is None:  # record only (Sanitize Conditioning re-encoding a text)
+            registry.remember(record.original[0], {"record": record})
+            return record.original
+        out, entry = self.es_patch.apply(record)
+        registry.remember(out[0], {"record": record, "patch": self.es_patch, "entry": entry})
+        if entry["heatmap"]:
+            registry.push({"node": self.es_patch.node_id, "heatmap": entry["heatmap"],
+                           "summary": entry.get("summary", ""), "schedule_end": entry["schedule_end"]})
+        return out
+
+
+def patch_clip(clip, patch: Patch | None):
+    """A clone of ``clip`` whose text model is wrapped; ``clip`` itself is untouched."""
+    clone = clip.clone()
+    clone.cond_stage_model = SanitizedTextModel(clip.cond_stage_model, clip.tokenizer, patch)
+    return clone
+
+
+def unwrap(model):
+    while isinstance(model, SanitizedTextModel):
+        model = model.es_inner
+    return model
+
+
+def is_close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    a = a.to(torch.float32)
+    b = b.to(a.device, torch.float32)
+    scale = float(b.abs().max()) if b.numel() else 1.0
+    return bool((a - b).abs().max() <= 1e-3 * max(scale, 1.0))

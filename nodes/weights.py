@@ -1,0 +1,105 @@
+"""Where calibrated ES weights live for ComfyUI, and which file each stream uses.
+
+Files are listed from the package's ``weights/`` folder and from the
+``models/embedding_sanitizer`` folder registered with ComfyUI's
+``folder_paths`` (see ``register_folder``, called when ComfyUI loads the pack).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from embedding_sanitizer.encoders.base import fingerprints_match
+from embedding_sanitizer.paths import WEIGHTS_DIR
+from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
+
+FOLDER_NAME = "embedding_sanitizer"
+AUTO = "auto"
+NONE = "none"
+log = logging.getLogger("embedding_sanitizer.comfyui")
+_lock = threading.Lock()
+_loaded: dict[tuple, tuple] = {}
+
+
+def register_folder() -> None:
+    """Register ``models/embedding_sanitizer`` with ComfyUI (no-op outside ComfyUI)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return
+    if FOLDER_NAME in folder_paths.folder_names_and_paths:
+        return
+    path = os.path.join(folder_paths.models_dir, FOLDER_NAME)
+    folder_paths.folder_names_and_paths[FOLDER_NAME] = ([path], {".safetensors"})
+
+
+def folders() -> list[Path]:
+    found = [WEIGHTS_DIR]
+    try:
+        import folder_paths
+
+        found += [Path(p) for p in folder_paths.get_folder_paths(FOLDER_NAME)]
+    except Exception:  # noqa: BLE001 - outside ComfyUI, or folder not registered
+        pass
+    return found
+
+
+def save_folder() -> Path:
+    """Where the Calibrate node writes (the first registered ComfyUI folder)."""
+    for folder in folders()[1:]:
+        return folder
+    return WEIGHTS_DIR
+
+
+def weight_choices() -> list[str]:
+    return [AUTO, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+
+
+def path_of(name: str) -> Path | None:
+    for folder in folders():
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
+    """(ES model or None, metadata, note) for ``encoder`` given the node's weights choice.
+
+    ``auto`` picks the first file whose width and fingerprint match the encoder;
+    a named file is used when it matches and refused (``WeightsMismatch``) when
+    the encoder has only this stream to give it to.
+    """
+    if choice in ("", AUTO):
+        candidates = list_weight_files(*folders())
+    elif choice == NONE:
+        return None, {}, "no ES weights chosen"
+    else:
+        path = path_of(choice)
+        if path is None:
+            raise FileNotFoundError(f"Embedding Sanitizer: weights file {choice!r} not found in "
+                                    f"{[str(f.name) for f in folders()]}")
+        candidates = [path]
+    fingerprint = encoder.fingerprint
+    for path in candidates:
+        meta = read_metadata(path)
+        if meta["width"] != encoder.width or not fingerprints_match(fingerprint, meta.get("encoder_fingerprint", "")):
+            continue
+        key = (str(path), path.stat().st_mtime, fingerprint)
+        with _lock:
+            hit = _loaded.get(key)
+        if hit is None:
+            model, meta = load_es(path, encoder_name=encoder.name, encoder_fingerprint=fingerprint,
+                                  width=encoder.width)
+            meta = {**meta, "file": path.name}
+            hit = (model, meta)
+            with _lock:
+                _loaded[key] = hit
+        return hit[0], hit[1], f"ES weights {path.name}"
+    if choice not in ("", AUTO):
+        raise WeightsMismatch(f"{choice} was not calibrated for the text encoder stream {encoder.name} "
+                              f"(width {encoder.width}); calibrate weights for it with "
+                              "'Calibrate Embedding Sanitizer'")
+    return None, {}, f"no calibrated ES weights match {encoder.name}"
