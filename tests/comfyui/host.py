@@ -139,8 +139,8 @@ def build_clip(kind: str, seed: int = 0):
     from comfy.supported_models_base import ClipTarget
 
     small_t5 = {"num_layers": 1, "d_ff": 256, "num_heads": 2, "d_kv": 32}
-    options = {"dtype": torch.float32, "clip_l_model_config": {"num_hidden_layers": 2},
-               "clip_g_model_config": {"num_hidden_layers": 2}, "t5xxl_model_config": small_t5}
+    options = {"dtype": torch.float32, "clip_l_model_config": {"num_hidden_layers": 3},
+               "clip_g_model_config": {"num_hidden_layers": 3}, "t5xxl_model_config": small_t5}
     if kind == "sd1":
         target = ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
     elif kind == "sdxl":

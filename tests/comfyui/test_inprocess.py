@@ -1,0 +1,226 @@
+"""The node pack inside the real ComfyUI (in-process): real CLIP objects, real encode nodes."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+PROMPT = "naked woman on a beach with blood"
+SETTINGS = dict(enabled=True, mode="safree", preset="custom", intensity=1.0, concepts="naked, blood",
+                weights="auto", detector="fast", eos_policy="project", schedule="off")
+
+
+def patch(comfy, clip, **changes):
+    node = comfy["pack"].NODE_CLASS_MAPPINGS["EmbeddingSanitizerCLIP"]()
+    return node.patch(clip, unique_id="7", **{**SETTINGS, **changes})[0]
+
+
+def encode(comfy, clip, text=PROMPT):
+    return comfy["nodes"].CLIPTextEncode().encode(clip, text)[0]
+
+
+def entry_of(comfy, conditioning):
+    found = comfy["pack"].nodes.registry.lookup(conditioning[0][0])
+    assert found is not None, "the encode did not go through the sanitizer"
+    return found["entry"]
+
+
+def test_pack_registered_by_comfyui_loader(comfy):
+    import folder_paths
+
+    mappings = comfy["nodes"].NODE_CLASS_MAPPINGS
+    for node_id in ("EmbeddingSanitizerCLIP", "EmbeddingSanitizerConditioning", "EmbeddingSanitizerCalibrate"):
+        assert node_id in mappings
+        cls = mappings[node_id]
+        assert cls.CATEGORY.startswith("safety/embedding_sanitizer") and cls.DESCRIPTION
+        spec = cls.INPUT_TYPES()
+        for group in ("required", "optional"):
+            for name, value in spec.get(group, {}).items():
+                assert len(value) == 2 and value[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert "embedding_sanitizer" in folder_paths.folder_names_and_paths
+    intensity = mappings["EmbeddingSanitizerCLIP"].INPUT_TYPES()["required"]["intensity"]
+    assert intensity[0] == "FLOAT" and intensity[1]["display"] == "slider"
+
+
+def test_sd1_patch_sanitizes_and_leaves_original_untouched(comfy, sd1_clip):
+    plain_before = encode(comfy, sd1_clip)
+    patched = patch(comfy, sd1_clip)
+    assert patched is not sd1_clip and sd1_clip.cond_stage_model is not patched.cond_stage_model
+    sanitized = encode(comfy, patched)
+    plain_after = encode(comfy, sd1_clip)
+    assert torch.equal(plain_before[0][0], plain_after[0][0])
+    assert comfy["pack"].nodes.registry.lookup(plain_after[0][0]) is None
+    cond = sanitized[0][0]
+    assert cond.shape == plain_before[0][0].shape == (1, 77, 768) and cond.dtype == torch.float32
+    assert torch.equal(cond[0, 0], plain_before[0][0][0, 0]), "BOS row changed"
+    assert not torch.equal(cond, plain_before[0][0])
+    assert torch.equal(sanitized[0][1]["pooled_output"], plain_before[0][1]["pooled_output"])
+    entry = entry_of(comfy, sanitized)
+    assert entry["family"] == "sd1" and list(entry["streams"]) == ["clip_l"]
+    words = [w for w, _, _ in entry["heatmap"][0]["words"]]
+    assert words == ["naked", "woman", "on", "a", "beach", "with", "blood"]
+    flagged = [w for w, _, f in entry["heatmap"][0]["words"] if f]
+    assert "naked" in flagged
+    assert any("pooled_output" in n for n in entry["not_covered"])
+    json.dumps(entry["streams"])
+
+
+def test_intensity_zero_is_identity(comfy, sd1_clip):
+    plain = encode(comfy, sd1_clip)
+    for changes in ({"intensity": 0.0}, {"enabled": False}, {"mode": "off"}):
+        out = encode(comfy, patch(comfy, sd1_clip, **changes))
+        assert torch.equal(out[0][0], plain[0][0]), changes
+
+
+def test_patch_survives_clone_and_clip_set_last_layer(comfy, sd1_clip):
+    nodes = comfy["nodes"]
+    patched = patch(comfy, sd1_clip)
+    skipped = nodes.CLIPSetLastLayer().set_last_layer(patched, -2)[0]
+    out = encode(comfy, skipped)
+    plain_skipped = encode(comfy, nodes.CLIPSetLastLayer().set_last_layer(sd1_clip, -2)[0])
+    assert not torch.equal(out[0][0], plain_skipped[0][0])
+    assert entry_of(comfy, out)["streams"]["clip_l"]
+    cloned = patched.clone()
+    assert entry_of(comfy, encode(comfy, cloned))
+
+
+def test_multi_chunk_prompt(comfy, sd1_clip):
+    text = ", ".join(["a quiet harbour at dawn with fishing boats"] * 12) + ", naked swimmer"
+    out = encode(comfy, patch(comfy, sd1_clip), text)
+    plain = encode(comfy, sd1_clip, text)
+    assert out[0][0].shape == plain[0][0].shape and out[0][0].shape[1] % 77 == 0 and out[0][0].shape[1] >= 154
+    for chunk_start in range(0, out[0][0].shape[1], 77):
+        assert torch.equal(out[0][0][0, chunk_start], plain[0][0][0, chunk_start])
+    entry = entry_of(comfy, out)
+    assert entry["heatmap"][0]["words"][-1][0] == "swimmer"
+
+
+def test_textual_inversion_tokens(comfy, sd1_clip):
+    patched = patch(comfy, sd1_clip)
+    tokens = patched.tokenize("a photo of naked cat")
+    vector = torch.randn(768) * 0.02
+    tokens["l"][0][3] = (vector, 1.0)  # what ComfyUI puts for an `embedding:` token
+    out = patched.encode_from_tokens_scheduled(tokens)
+    plain = sd1_clip.encode_from_tokens_scheduled(copy.deepcopy(tokens))
+    assert out[0][0].shape == plain[0][0].shape
+    entry = entry_of(comfy, out)
+    assert "<embedding>" in [w for w, _, _ in entry["heatmap"][0]["words"]]
+
+
+def test_weighted_prompt(comfy, sd1_clip):
+    out = encode(comfy, patch(comfy, sd1_clip), "a (naked:1.3) woman")
+    assert out[0][0].shape == (1, 77, 768)
+    assert [w for w, _, _ in entry_of(comfy, out)["heatmap"][0]["words"]] == ["a", "naked", "woman"]
+
+
+@pytest.mark.parametrize("kind, width, streams", [
+    ("sdxl", 2048, ["clip_l", "clip_g"]),
+    ("sd3", 4096, ["clip_l", "clip_g", "t5xxl"]),
+    ("flux", 256, ["clip_l", "t5xxl"]),
+])
+def test_other_families(comfy, kind, width, streams):
+    from tests.comfyui import host
+
+    clip = host.build_clip(kind)
+    patched = patch(comfy, clip, mode="es+safree")
+    out = encode(comfy, patched)
+    plain = encode(comfy, clip)
+    assert out[0][0].shape == plain[0][0].shape and out[0][0].shape[-1] == width
+    entry = entry_of(comfy, out)
+    assert sorted(entry["streams"]) == sorted(streams)
+    assert entry["not_covered"] and any("pooled" in n for n in entry["not_covered"])
+    assert not torch.equal(out[0][0], plain[0][0])
+    zero = encode(comfy, patch(comfy, clip, intensity=0.0))
+    assert torch.equal(zero[0][0], plain[0][0])
+    if kind == "sdxl":  # each half sanitized with its own layout; BOS rows kept in both halves
+        assert torch.equal(out[0][0][0, 0], plain[0][0][0, 0])
+
+
+def test_unknown_family_passes_through_with_note(comfy, caplog):
+    proxy = comfy["pack"].nodes.proxy
+    from embedding_sanitizer import Settings
+
+    class OtherTextModel:
+        def encode_token_weights(self, tokens):
+            return torch.ones(1, 77, 8), None
+
+    wrapped = proxy.SanitizedTextModel(OtherTextModel(), None, proxy.Patch(Settings()))
+    out = wrapped.encode_token_weights({"x": []})
+    assert torch.equal(out[0], torch.ones(1, 77, 8))
+    entry = comfy["pack"].nodes.registry.lookup(out[0])["entry"]
+    assert entry["family"] is None and "not covered" in " ".join(entry["notes"])
+
+
+def test_nan_embeddings_give_a_clear_error(comfy):
+    from tests.comfyui import host
+
+    clip = host.build_clip("sd1")
+    with torch.no_grad():
+        clip.cond_stage_model.clip_l.transformer.text_model.final_layer_norm.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        encode(comfy, patch(comfy, clip))
+
+
+def test_es_mode_without_weights_is_a_clear_error(comfy, sd1_clip):
+    with pytest.raises(ValueError, match="calibrated weights"):
+        encode(comfy, patch(comfy, sd1_clip, mode="es", weights="none"))
+
+
+def test_bad_settings_are_refused(comfy, sd1_clip):
+    with pytest.raises(ValueError, match="intensity"):
+        patch(comfy, sd1_clip, intensity=7.0)
+
+
+def sanitize_node(comfy, conditioning, clip, text="", **changes):
+    node = comfy["pack"].NODE_CLASS_MAPPINGS["EmbeddingSanitizerConditioning"]()
+    return node.sanitize(conditioning, clip, text=text, unique_id="9", **{**SETTINGS, **changes})
+
+
+def test_sanitize_conditioning_with_text(comfy, sd1_clip):
+    plain = encode(comfy, sd1_clip)
+    snapshot = [[c.clone(), {k: (v.clone() if torch.is_tensor(v) else v) for k, v in d.items()}] for c, d in plain]
+    out = sanitize_node(comfy, plain, sd1_clip, text=PROMPT)
+    conditioning, image, report = out["result"]
+    assert conditioning is not plain and conditioning[0][1] is not plain[0][1]
+    assert torch.equal(plain[0][0], snapshot[0][0]) and plain[0][1].keys() == snapshot[0][1].keys()
+    assert not torch.equal(conditioning[0][0], plain[0][0])
+    assert image.dim() == 4 and image.shape[0] == 1 and image.shape[-1] == 3 and image.shape[2] == 768
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    parsed = json.loads(report)
+    assert parsed["entries"][0]["streams"]["clip_l"]["prompts"][0]["flagged"] >= 1
+    heat = out["ui"]["es_heatmap"][0]["heatmap"][0]["words"]
+    assert heat[0][0] == "naked" and heat[0][2] is True
+    same_as_patch = encode(comfy, patch(comfy, sd1_clip))
+    assert torch.allclose(conditioning[0][0], same_as_patch[0][0], atol=1e-5)
+
+
+def test_sanitize_conditioning_schedule_and_patched_input(comfy, sd1_clip):
+    patched_cond = encode(comfy, patch(comfy, sd1_clip))
+    out = sanitize_node(comfy, patched_cond, sd1_clip, schedule="svf")
+    conditioning = out["result"][0]
+    assert len(conditioning) == 2
+    early, late = conditioning
+    assert early[1]["start_percent"] == 0.0 and 0.0 < early[1]["end_percent"] <= 1.0
+    assert late[1]["start_percent"] == early[1]["end_percent"] and late[1]["end_percent"] == 1.0
+    assert "start_percent" not in patched_cond[0][1]
+    plain = encode(comfy, sd1_clip)
+    assert torch.allclose(late[0], plain[0][0], atol=1e-5)
+
+
+def test_sanitize_conditioning_refuses_unknown_conditioning(comfy, sd1_clip):
+    plain = encode(comfy, sd1_clip)
+    with pytest.raises(ValueError, match="prompt text"):
+        sanitize_node(comfy, plain, sd1_clip)
+    with pytest.raises(ValueError, match="does not match"):
+        sanitize_node(comfy, plain, sd1_clip, text="a completely different prompt")
+
+
+def test_calibrate_node_reports_missing_training_module(comfy, sd1_clip, monkeypatch):
+    import sys
+
+    node = comfy["pack"].NODE_CLASS_MAPPINGS["EmbeddingSanitizerCalibrate"]()
+    monkeypatch.setitem(sys.modules, "embedding_sanitizer.train", None)
+    with pytest.raises(RuntimeError, match="calibration module"):
+        node.calibrate(sd1_clip, "nudity")
