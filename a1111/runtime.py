@@ -1,0 +1,222 @@
+"""Sanitizing one text-model output: resources, the core call, and what is kept for the UI.
+
+``RunState`` is what ``process()`` activates for one generation: the enforced settings,
+the policy notes and the per-prompt records that feed the heatmap and the infotext.
+``sanitize_output`` is called by the hook with the host's own output and returns an
+output of the same type (a tensor, or a tuple whose first element is the tensor).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from embedding_sanitizer import Sanitizer, Settings
+from embedding_sanitizer.heatmap import group_words, score_color, text_color
+from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
+
+from .encoder import WebuiTextEncoder
+
+log = logging.getLogger("embedding_sanitizer.a1111")
+
+
+@dataclass
+class Record:
+    """Scores of one prompt as one text model saw it."""
+
+    text: str
+    encoder: str
+    negative: bool
+    words: list[dict]
+    flagged: list[str]
+
+
+@dataclass
+class RunState:
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+    owner: Any = None  # the processing object this state belongs to
+    records: list[Record] = field(default_factory=list)
+    calls: int = 0
+
+    def flagged_summary(self, prompt: str) -> str | None:
+        """``"naked (nudity), blood (gore)"`` for the infotext of one image's prompt."""
+        positive = [r for r in self.records if not r.negative]
+        # The text model sees the prompt after extra networks are stripped and AND/schedules split,
+        # so match the pieces it saw inside the image's prompt; else summarise the whole run.
+        mine = [r for r in positive if r.text.strip() and r.text.strip() in prompt] or positive
+        seen: dict[str, None] = {}
+        for record in mine:
+            for item in record.flagged:
+                seen[item] = None
+        return ", ".join(seen) or None
+
+
+class WeightsResolver:
+    """Finds and caches ES weights for an encoder (named file first, else any matching file)."""
+
+    def __init__(self, folders: Callable[[], Iterable[Path]]):
+        self.folders = folders
+        self._models: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    def files(self) -> list[Path]:
+        return list_weight_files(*self.folders())
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.files()]
+
+    def find(self, name: str, encoder: WebuiTextEncoder) -> Path | None:
+        files = self.files()
+        if name:
+            named = [p for p in files if p.name == name or p.stem == name]
+            if not named:
+                raise FileNotFoundError(f"Embedding Sanitizer weights {name!r} not found in "
+                                        f"{', '.join(str(Path(f).name) for f in self.folders())}")
+            if _matches(named[0], encoder):
+                return named[0]
+            log.info("weights %s were made for another encoder than %s; looking for a matching file",
+                     name, encoder.name)
+        matching = [p for p in files if _matches(p, encoder)]
+        if matching:
+            return matching[0]
+        if name:  # let load_es raise its message naming both encoders
+            return named[0]
+        return None
+
+    def load(self, path: Path, encoder: WebuiTextEncoder):
+        key = (str(path), path.stat().st_mtime, encoder.fingerprint, str(encoder.device))
+        with self._lock:
+            if key not in self._models:
+                model, meta = load_es(path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                                      width=encoder.width, device=encoder.device)
+                meta["file"] = path.name
+                self._models = {k: v for k, v in self._models.items() if k[2] != encoder.fingerprint}
+                self._models[key] = (model, meta)
+            return self._models[key]
+
+
+def _matches(path: Path, encoder: WebuiTextEncoder) -> bool:
+    from embedding_sanitizer.encoders.base import fingerprints_match
+
+    try:
+        meta = read_metadata(path)
+    except (WeightsMismatch, OSError):
+        return False
+    return int(meta.get("width", 0)) == encoder.width and fingerprints_match(
+        meta.get("encoder_fingerprint", ""), encoder.fingerprint)
+
+
+class Runtime:
+    """Sanitizers per encoder, shared by the hook, the live-heatmap route and calibration."""
+
+    def __init__(self, weight_folders: Callable[[], Iterable[Path]]):
+        self.weights = WeightsResolver(weight_folders)
+
+    def sanitizer(self, encoder: WebuiTextEncoder, settings: Settings) -> Sanitizer:
+        if not settings.uses_es:
+            return Sanitizer(encoder)
+        path = self.weights.find(settings.weights, encoder)
+        if path is None:
+            return Sanitizer(encoder)  # the core raises its clear "needs calibrated weights" error
+        model, meta = self.weights.load(path, encoder)
+        return Sanitizer(encoder, model, meta)
+
+    def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings):
+        sanitizer = self.sanitizer(encoder, settings)
+        with torch.no_grad():
+            return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces)
+
+    def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings):
+        """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap)."""
+        batch = encoder.tokenize(texts)
+        with torch.no_grad():
+            z = encoder.encode(batch.ids.to(encoder.device)).tokens
+        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings)
+
+
+def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder, texts, out):
+    """Sanitize a host forward's output; returns the same structure with a new tensor."""
+    z = out[0] if isinstance(out, tuple) else out
+    if not isinstance(z, torch.Tensor) or z.dim() != 3:
+        raise TypeError(f"Embedding Sanitizer: unexpected text model output {type(z).__name__}; "
+                        "this webui version is not supported")
+    batch_chunks, _ = encoder.host.process_texts(list(texts))
+    ids, pieces = encoder.chunk_ids(batch_chunks)
+    if tuple(ids.shape) != tuple(z.shape[:2]):
+        raise RuntimeError(f"Embedding Sanitizer: the text model returned {tuple(z.shape)} for token ids "
+                           f"{tuple(ids.shape)}; this webui version lays out chunks differently")
+    result = runtime.run(encoder, z, ids, pieces, state.settings)
+    negative = bool(getattr(texts, "is_negative_prompt", False))
+    for b, text in enumerate(texts):
+        words = word_view(pieces[b], result.scores[b], result.weights[b], result.flagged[b])
+        state.records.append(Record(str(text), encoder.name, negative, words, flagged_words(result.report, b, words)))
+    state.calls += 1
+    new = result.embeddings
+    if isinstance(out, tuple):
+        return (new,) + tuple(out[1:])
+    return new
+
+
+def word_view(pieces, scores, weights, flagged) -> list[dict]:
+    """Per word: text, max score, max edit weight, flagged (for the heatmap)."""
+    scores_l = [float(s) for s in scores.tolist()]
+    weights_l = [float(w) for w in weights.tolist()]
+    flagged_l = [bool(f) for f in flagged.tolist()]
+    out = []
+    for text, score, positions in group_words(pieces, scores_l):
+        out.append({
+            "text": text,
+            "score": round(float(score), 4),
+            "weight": round(max(weights_l[p] for p in positions), 4),
+            "flagged": any(flagged_l[p] for p in positions),
+            "positions": list(positions),
+        })
+    return out
+
+
+def flagged_words(report: dict, b: int, words: list[dict]) -> list[str]:
+    concept_at = {t["position"]: t["concept"] for t in report["prompts"][b]["tokens"] if t.get("concept")}
+    out = []
+    for word in words:
+        if word["flagged"]:
+            concept = next((concept_at[p] for p in word["positions"] if p in concept_at), None)
+            out.append(f"{word['text']} ({concept})" if concept else word["text"])
+    return out
+
+
+def merge_words(views: list[list[dict]]) -> list[dict]:
+    """Combine the views of several text models of one prompt (SDXL L and G): max per word."""
+    views = [v for v in views if v]
+    if not views:
+        return []
+    base = [dict(w) for w in views[0]]
+    for other in views[1:]:
+        if [w["text"] for w in other] != [w["text"] for w in base]:
+            continue
+        for mine, theirs in zip(base, other):
+            mine["score"] = max(mine["score"], theirs["score"])
+            mine["weight"] = max(mine["weight"], theirs["weight"])
+            mine["flagged"] = mine["flagged"] or theirs["flagged"]
+    return base
+
+
+def words_html(words: list[dict]) -> str:
+    """Word chips coloured by score; words the sanitizer edits are marked ``es-edited``."""
+    import html
+
+    spans = []
+    for word in words:
+        bg = score_color(word["score"])
+        fg = text_color(bg)
+        edited = word["weight"] > 0
+        title = f"harm score {word['score']:.2f}" + (f", edited (weight {word['weight']:.2f})" if edited else "")
+        spans.append(
+            f'<span class="es-word{" es-edited" if edited else ""}" data-score="{word["score"]:.2f}" '
+            f'title="{title}" style="background:#{bg[0]:02x}{bg[1]:02x}{bg[2]:02x};'
+            f'color:#{fg[0]:02x}{fg[1]:02x}{fg[2]:02x}">{html.escape(word["text"])}</span>')
+    return '<div class="es-heatmap">' + " ".join(spans) + "</div>"

@@ -1,0 +1,174 @@
+"""Glue to the running webui: options, policy, the shared runtime and hook, the last reports.
+
+Every ``modules`` import happens inside a function, so this module imports anywhere.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from embedding_sanitizer import FIELDS, Settings, SettingsError
+from embedding_sanitizer.paths import WEIGHTS_DIR
+
+from . import schema
+from .hook import Hook
+from .policy import PolicyFile, make_policy, read_policy_file, stricter
+from .runtime import Runtime, RunState, merge_words, words_html
+
+log = logging.getLogger("embedding_sanitizer.a1111")
+
+TITLE = "Embedding Sanitizer"
+MODELS_SUBDIR = "EmbeddingSanitizer"
+POLICY_FLAG = "embedding_sanitizer_policy"  # attribute of cmd_opts set by preload.py
+LOCK_KEY = schema.OPTION_PREFIX + "admin_lock"
+FLOOR_KEY = schema.OPTION_PREFIX + "min_intensity"
+FORCED_KEY = schema.OPTION_PREFIX + "forced_mode"
+REQUIRED_KEY = schema.OPTION_PREFIX + "required_concepts"
+LIVE_KEY = schema.OPTION_PREFIX + "live_heatmap"
+RESTRICTED_KEYS = (LOCK_KEY, FLOOR_KEY, FORCED_KEY, REQUIRED_KEY)
+
+
+def _shared():
+    from modules import shared
+
+    return shared
+
+
+def models_dir() -> Path | None:
+    try:
+        from modules import paths
+
+        return Path(paths.models_path) / MODELS_SUBDIR
+    except (ImportError, AttributeError):
+        return None
+
+
+def weight_folders() -> list[Path]:
+    folders = [WEIGHTS_DIR]
+    extra = models_dir()
+    if extra is not None:
+        folders.append(extra)
+    return folders
+
+
+def layer_tag() -> str:
+    """Changes with A1111's CLIP skip (the conditioning layer), so concept subspaces are rebuilt."""
+    try:
+        return f"skip{int(getattr(_shared().opts, 'CLIP_stop_at_last_layers', 1))}"
+    except Exception:  # noqa: BLE001 - outside the webui
+        return ""
+
+
+RUNTIME = Runtime(weight_folders)
+HOOK = Hook(RUNTIME, layer_tag)
+LAST_REPORTS: dict[str, dict] = {}
+_policy_cache: dict[tuple, PolicyFile] = {}
+_policy_lock = threading.Lock()
+
+
+# ------------------------------------------------------------------ policy
+def policy_file_path() -> str:
+    try:
+        return getattr(_shared().cmd_opts, POLICY_FLAG, None) or ""
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def policy_file() -> PolicyFile:
+    """The policy file named on the command line (re-read when it changes); errors fail closed."""
+    path = policy_file_path()
+    if not path:
+        return PolicyFile()
+    try:
+        stamp = Path(path).stat().st_mtime
+    except OSError:
+        stamp = None
+    with _policy_lock:
+        key = (path, stamp)
+        if key not in _policy_cache:
+            _policy_cache.clear()
+            _policy_cache[key] = read_policy_file(path)
+        return _policy_cache[key]
+
+
+def current_policy():
+    opts = _shared().opts
+    page = make_policy(bool(getattr(opts, LOCK_KEY, False)), getattr(opts, FLOOR_KEY, 1.0),
+                       getattr(opts, FORCED_KEY, ""), getattr(opts, REQUIRED_KEY, ""))
+    return stricter(policy_file().policy, page)
+
+
+def file_defaults() -> dict:
+    try:
+        return dict(policy_file().defaults)
+    except Exception:  # noqa: BLE001 - reported at generation time
+        log.exception("Embedding Sanitizer: cannot read the policy file")
+        return {}
+
+
+# ---------------------------------------------------------------- settings
+def default_settings() -> Settings:
+    """The Settings-page defaults (falling back to the policy file's, then the schema's)."""
+    opts = _shared().opts
+    base = Settings.from_dict(file_defaults())
+    values = base.to_dict()
+    for spec in FIELDS:
+        value = getattr(opts, schema.option_key(spec.name), None)
+        if value is not None:
+            values[spec.name] = value
+    try:
+        return Settings.from_dict(schema._coerce(values))
+    except SettingsError as exc:
+        raise SettingsError(f"Embedding Sanitizer defaults on the Settings page are invalid: {exc}") from None
+
+
+def resolve(args) -> tuple[Settings, list[str]]:
+    """Script args (UI or API) -> the settings that will be used, after the admin policy."""
+    settings = schema.settings_from_args(args, default_settings())
+    return current_policy().enforce(settings)
+
+
+# ------------------------------------------------------------ text models
+def text_models(sd_model) -> list:
+    """The webui text models of a checkpoint that this extension can read, in conditioning order."""
+    if sd_model is None:
+        return []
+    found = []
+    for name in ("text_processing_engine", "text_processing_engine_l", "text_processing_engine_g"):  # Forge
+        engine = getattr(sd_model, name, None)
+        if engine is not None and hasattr(engine, "process_texts"):
+            found.append(engine)
+    if found:
+        return found
+    conditioner = getattr(sd_model, "conditioner", None)  # SDXL
+    if conditioner is not None:
+        return [e for e in getattr(conditioner, "embedders", []) if hasattr(e, "process_texts")]
+    model = getattr(sd_model, "cond_stage_model", None)
+    return [model] if model is not None and hasattr(model, "process_texts") else []
+
+
+# ----------------------------------------------------------------- reports
+def store_report(tab: str, state: RunState, settings: Settings, notes: list[str]) -> dict:
+    """Keep the heatmap of the prompts actually used in the last generation of ``tab``."""
+    prompts: dict[tuple[str, bool], list] = {}
+    for record in state.records:
+        prompts.setdefault((record.text, record.negative), []).append(record.words)
+    items = []
+    for (text, negative), views in prompts.items():
+        words = merge_words(views)
+        items.append({"prompt": text, "negative": negative, "words": _public(words), "html": words_html(words)})
+    with _policy_lock:
+        LAST_REPORTS["_counter"] = LAST_REPORTS.get("_counter", 0) + 1
+        report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.to_dict(),
+                  "policy_notes": list(notes), "prompts": items}
+        LAST_REPORTS[tab] = report
+    return report
+
+
+def _public(words: list[dict]) -> list[dict]:
+    return [{k: v for k, v in w.items() if k != "positions"} for w in words]
+
+
+def live_heatmap_enabled() -> bool:
+    return bool(getattr(_shared().opts, LIVE_KEY, True))
