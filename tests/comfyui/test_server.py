@@ -1,0 +1,46 @@
+"""The pack in a real ComfyUI server: /object_info, /extensions and a full sampling graph."""
+from __future__ import annotations
+
+import json
+
+from tests.comfyui.host import REPO_ROOT
+
+EXAMPLE = REPO_ROOT / "examples" / "sd15_embedding_sanitizer_api.json"
+
+
+def tiny_graph(checkpoint_name: str) -> dict:
+    """The shipped example workflow, pointed at the tiny checkpoint and made fast for CPU."""
+    graph = json.loads(EXAMPLE.read_text())
+    graph["1"]["inputs"]["ckpt_name"] = checkpoint_name
+    graph["6"]["inputs"].update(width=64, height=64)
+    graph["7"]["inputs"]["steps"] = 2
+    return graph
+
+
+def test_object_info_has_nodes_slider_and_tooltips(server):
+    info = server.get("/object_info/EmbeddingSanitizerCLIP")["EmbeddingSanitizerCLIP"]
+    intensity = info["input"]["required"]["intensity"]
+    assert intensity[0] == "FLOAT" and intensity[1]["display"] == "slider"
+    assert intensity[1]["min"] == 0.0 and intensity[1]["max"] == 3.0
+    assert info["category"] == "safety/embedding_sanitizer" and info["description"]
+    assert info["display_name"] == "Embedding Sanitizer (CLIP)"
+    assert "auto" in info["input"]["required"]["weights"][0]
+    for node_id in ("EmbeddingSanitizerConditioning", "EmbeddingSanitizerCalibrate"):
+        assert node_id in server.get(f"/object_info/{node_id}")
+
+
+def test_extensions_list_the_heatmap_script(server):
+    scripts = server.get("/extensions")
+    assert any(s.endswith("/embedding_sanitizer.js") for s in scripts), scripts
+
+
+def test_full_graph_runs_and_reports(server, tiny_checkpoint):
+    result = server.run(tiny_graph(tiny_checkpoint.name))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
+    outputs = result["outputs"]
+    assert outputs["9"]["images"], "no image saved"
+    heat = outputs["5"]["es_heatmap"][0]
+    words = [w for w, _, _ in heat["heatmap"][0]["words"]]
+    assert words == ["a", "naked", "woman", "on", "a", "beach", ",", "photo"]
+    assert outputs["10"]["images"][0]["type"] == "temp"
+    assert (server.base / "output").glob("embedding_sanitizer*.png")
