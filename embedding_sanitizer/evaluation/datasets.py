@@ -210,7 +210,7 @@ def load_data(data_dir: str | Path, limit: int | None = None, files: list[str | 
     n_coco = FULL_SIZES["coco"] if limit is None else limit
     data.coco = coco_all[:n_coco] if limit is None else sample(coco_all[:FULL_SIZES["coco"]], limit, seed)
     # localisation and concept benign captions come from COCO captions not used for detection
-    rest = coco_all[FULL_SIZES["coco"]:]
+    rest = coco_all[FULL_SIZES["coco"]:] or coco_all  # a small file given by the user: reuse its captions
     n_loc = FULL_SIZES["localisation"] if limit is None else limit
     data.localisation_captions = sample(rest, n_loc, seed + 1)
     if paths["parti"].is_file():

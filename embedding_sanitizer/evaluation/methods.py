@@ -26,6 +26,7 @@ import torch
 
 from ..layout import ROLE_EOS, ROLE_PAD, ROLE_WORD, token_roles
 from ..encoders.base import pad_chunks
+from ..concepts import DEFAULT_CACHE
 from ..sanitize import Sanitizer
 from ..settings import Settings
 
@@ -77,7 +78,7 @@ class Encoded:
     words: list[list[str]]
     ids: torch.Tensor  # [N, L]
     word_of: torch.Tensor  # [N, L] index of the word a position belongs to, -1 for BOS/EOS/pad
-    tokens: torch.Tensor  # [N, L, D] float32 on CPU
+    tokens: torch.Tensor  # [N, L, D] float32 on CPU (padding rows of the BERT encoder are zero: never read)
     roles: torch.Tensor  # [N, L]
     relevant: torch.Tensor  # [N, L] rows the diffusion model reads (all for CLIP; non-pad for the BERT encoder)
 
@@ -92,6 +93,55 @@ class Encoded:
         index = torch.as_tensor(index, dtype=torch.long)
         return Encoded([self.words[i] for i in index.tolist()], self.ids[index], self.word_of[index],
                        self.tokens[index], self.roles[index], self.relevant[index])
+
+
+class CachingEncoder:
+    """Delegates to an encoder and remembers ``encode`` results for identical ids.
+
+    The concept-subspace build encodes the same neutral reference prompts for
+    every concept list; the evaluation builds many lists (one per CoPro
+    category and per general concept), so the repeated passes are served from
+    here. ``encode_chunks`` (the leave-one-out copies) is never cached.
+    """
+
+    def __init__(self, encoder, max_entries: int = 8) -> None:
+        self._encoder = encoder
+        self._store: dict[tuple, object] = {}
+        self._max = max_entries
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    @property
+    def device(self):
+        return self._encoder.device
+
+    @property
+    def fingerprint(self):
+        return self._encoder.fingerprint
+
+    def encode(self, ids: torch.Tensor):
+        key = (tuple(ids.shape), hash(ids.cpu().numpy().tobytes()))
+        hit = self._store.get(key)
+        if hit is not None and torch.equal(hit[0], ids.cpu()):
+            return hit[1]
+        out = self._encoder.encode(ids)
+        if ids.shape[0] >= 16:  # only batches worth keeping (reference prompts), not single concepts
+            if len(self._store) >= self._max:
+                self._store.pop(next(iter(self._store)))
+            self._store[key] = (ids.cpu().clone(), out)
+        return out
+
+    def encode_texts(self, texts):
+        batch = self.tokenize(texts)
+        return batch, self.encode(batch.ids)
+
+    def pooled_texts(self, texts, batch_size: int = 64):
+        rows = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenize(list(texts[start:start + batch_size]))
+            rows.append(self.encode(batch.ids).pooled)
+        return torch.cat(rows)
 
 
 class WordTokenizer:
@@ -151,21 +201,26 @@ def build_ids(encoder, word_ids: list[list[list[int]]]) -> tuple[torch.Tensor, t
         row_owner[start:start + len(owner)] = owner
         rows.append(chunk)
         owners.append(row_owner)
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(owners, dtype=torch.long)
+    length = layout.chunk_length
+    return (torch.tensor(rows, dtype=torch.long).reshape(-1, length),
+            torch.tensor(owners, dtype=torch.long).reshape(-1, length))
 
 
 def encode_words(encoder, tokenizer: WordTokenizer, words: list[list[str]], progress=None) -> Encoded:
     per_prompt = [tokenizer.ids_of(w) for w in words]
     ids, word_of = build_ids(encoder, per_prompt)
     roles = token_roles(ids, encoder.layout)
-    rows = []
+    tokens = torch.zeros(ids.shape[0], ids.shape[1], encoder.width)
+    trim = uses_mean_pooling(encoder)  # padding rows are never read: encode active positions only
+    lengths = (roles != ROLE_PAD).sum(-1)
+    order = torch.argsort(lengths, descending=True, stable=True) if trim else torch.arange(ids.shape[0])
     for start in range(0, len(words), ENCODE_BATCH):
-        part = ids[start:start + ENCODE_BATCH]
-        out = encoder.encode_chunks(part).tokens.to("cpu", torch.float32)
-        rows.append(out)
+        index = order[start:start + ENCODE_BATCH]
+        active = int(lengths[index].max()) if trim else ids.shape[1]
+        out = encoder.encode_chunks(ids[index, :active]).tokens.to("cpu", torch.float32)
+        tokens[index, :active] = out
         if progress is not None:
-            progress.update(len(part))
-    tokens = torch.cat(rows) if rows else torch.zeros(0, ids.shape[1], encoder.width)
+            progress.update(len(index))
     return Encoded(words, ids, word_of, tokens, roles, relevant_rows(encoder, roles))
 
 
@@ -253,13 +308,14 @@ class PooledMaxCos(Method):
     key, label = "maxcos", "Pooled max-cos (detection only)"
     sanitizes = False
 
-    def __init__(self, encoder) -> None:
+    def __init__(self, encoder, cache=DEFAULT_CACHE) -> None:
         self.encoder = encoder
+        self.cache = cache  # the concept vectors the projection uses (pooled, each concept encoded alone)
         self._concepts: dict[tuple, torch.Tensor] = {}
 
     def concept_vectors(self, concepts) -> torch.Tensor:
         if concepts not in self._concepts:
-            pooled = self.encoder.pooled_texts(list(concepts)).to("cpu", torch.float32)
+            pooled = self.cache.get(self.encoder, tuple(concepts)).pooled.to("cpu", torch.float32)
             self._concepts[concepts] = torch.nn.functional.normalize(pooled, dim=-1)
         return self._concepts[concepts]
 
@@ -317,6 +373,7 @@ class SanitizerMethod(Method):
 
 
 def build_methods(encoder, es_model=None, es_meta=None) -> list[Method]:
+    encoder = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder)
     sanitizer = Sanitizer(encoder, es_model, es_meta or {})
     tokenizer = WordTokenizer(encoder)
     return [

@@ -15,7 +15,7 @@ from ..settings import DEFAULT_CONCEPTS, PRESETS
 from . import metrics as M
 from .datasets import GENERAL_CONCEPTS, EvalData
 from .methods import (
-    DEFAULT_BLACKLIST, Encoded, Method, Run, Task, WordTokenizer, build_methods, encode_texts, encode_words,
+    DEFAULT_BLACKLIST, CachingEncoder, Encoded, Method, Run, Task, WordTokenizer, build_methods, encode_texts, encode_words,
     phrase_blacklist, pooled_from_rows,
 )
 
@@ -83,7 +83,8 @@ def _r(x, digits=4):
 class Evaluation:
     def __init__(self, encoder, data: EvalData, es_model=None, es_meta=None, *, presets=SWEEP_PRESETS,
                  bootstrap: int = 1000, progress: bool = True, seed: int = 0) -> None:
-        self.encoder = encoder
+        self.encoder = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder)
+        encoder = self.encoder
         self.data = data
         self.methods: list[Method] = build_methods(encoder, es_model, es_meta)
         self.available = {m.key: m.available() for m in self.methods}
@@ -254,7 +255,6 @@ class Evaluation:
         pos_all = {m.key: [] for m in self.active}
         neg_all = {m.key: [] for m in self.active}
         per_pair = {m.key: [] for m in self.active}
-        base_sum = {m.key: {"pooled": [], "token": []} for m in self.active}
         for cat in cats:
             task = self.copro_task(cat)
             sel = [p for p in pairs if p.category == cat]
