@@ -55,6 +55,15 @@ def layout_of(host, family: str | None = None) -> ChunkLayout:
     return ChunkLayout(f"{base.name}-custom", CHUNK, start, end, pad, base.mask_id)
 
 
+def _embedding_weight(module) -> torch.Tensor | None:
+    """The weight of an embedding module, looking through A1111's ``EmbeddingsWithFixes`` (``.wrapped``)."""
+    for candidate in (module, getattr(module, "wrapped", None)):
+        weight = getattr(candidate, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            return weight
+    return None
+
+
 def find_token_embedding(host) -> torch.Tensor:
     """The token-embedding weight of the transformer inside a host text model."""
     roots = [getattr(host, name, None) for name in ("wrapped", "text_encoder", "transformer", "model")]
@@ -62,14 +71,16 @@ def find_token_embedding(host) -> torch.Tensor:
         getter = getattr(root, "get_input_embeddings", None)
         if callable(getter):
             try:
-                module = getter()
+                weight = _embedding_weight(getter())
             except (NotImplementedError, AttributeError):
-                module = None
-            if isinstance(module, torch.nn.Embedding):
-                return module.weight
+                weight = None
+            if weight is not None:
+                return weight
         for name, module in root.named_modules():
-            if name.split(".")[-1] in ("token_embedding", "embed_tokens") and hasattr(module, "weight"):
-                return module.weight
+            if name.split(".")[-1] in ("token_embedding", "embed_tokens"):
+                weight = _embedding_weight(module)
+                if weight is not None:
+                    return weight
     raise UnsupportedTextModel(f"cannot find the token embedding inside {type(host).__name__}")
 
 

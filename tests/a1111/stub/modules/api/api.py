@@ -1,0 +1,64 @@
+"""The generation API's script-argument handling (stand-in; requests are plain dicts)."""
+import json
+
+from modules import processing, scripts, shared
+
+
+class ApiError(Exception):
+    def __init__(self, status_code, detail):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def init_default_script_args(script_runner):
+    """Defaults: the values of each always-visible script's UI components (ui() is called again)."""
+    import gradio as gr
+
+    last = max([1] + [s.args_to or 0 for s in script_runner.scripts])
+    args = [None] * last
+    args[0] = 0
+    with gr.Blocks():
+        for script in script_runner.scripts:
+            controls = script.ui(script.is_img2img)
+            if controls:
+                args[script.args_from:script.args_to] = [c.value for c in controls]
+    return args
+
+
+def init_script_args(request, default_script_args, script_runner):
+    args = list(default_script_args)
+    for name, payload in (request.get("alwayson_scripts") or {}).items():
+        script = next((s for s in script_runner.alwayson_scripts if s.title().lower() == name.lower()), None)
+        if script is None:
+            raise ApiError(422, f"always on script {name} not found")
+        given = payload.get("args", []) if isinstance(payload, dict) else []
+        for i in range(min(script.args_to - script.args_from, len(given))):
+            args[script.args_from + i] = given[i]
+    return args
+
+
+def _generate(request, runner, cls, **extra):
+    request = dict(request)
+    defaults = init_default_script_args(runner)
+    script_args = init_script_args(request, defaults, runner)
+    p = cls(sd_model=shared.sd_model, prompt=request.get("prompt", ""),
+            negative_prompt=request.get("negative_prompt", ""), steps=request.get("steps", 4),
+            batch_size=request.get("batch_size", 1), n_iter=request.get("n_iter", 1),
+            override_settings=request.get("override_settings"), **extra)
+    p.scripts = runner
+    p.script_args = tuple(script_args)
+    processed = processing.process_images(p)
+    return {"images": processed.images, "parameters": request,
+            "info": json.dumps({"infotexts": processed.infotexts}), "p": p}
+
+
+def text2imgapi(request):
+    extra = {k: request[k] for k in ("enable_hr", "hr_prompt", "hr_negative_prompt") if k in request}
+    return _generate(request, scripts.scripts_txt2img, processing.StableDiffusionProcessingTxt2Img, **extra)
+
+
+def img2imgapi(request):
+    return _generate(request, scripts.scripts_img2img, processing.StableDiffusionProcessingImg2Img,
+                     init_images=request.get("init_images", []),
+                     denoising_strength=request.get("denoising_strength", 0.75))
