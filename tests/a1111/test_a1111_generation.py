@@ -174,7 +174,6 @@ def test_api_without_script_args_uses_the_settings_page_defaults(webui):
     baseline = host_only(webui)
     opts = webui.shared.opts
     opts.set("embedding_sanitizer_enabled", False)
-    webui.scripts.scripts_txt2img.setup_ui.__self__  # runner unchanged; defaults come from ui() again
     off = webui.api.text2imgapi({"prompt": UNSAFE, "negative_prompt": "blurry"})
     assert torch.equal(off["p"].denoiser_conds[0][0], baseline[0][0])
     opts.set("embedding_sanitizer_enabled", True)

@@ -1,0 +1,149 @@
+"""The accordion and Settings section built with Gradio, the live-heatmap routes, install.py and preload.py."""
+from __future__ import annotations
+
+import importlib.util
+import runpy
+import sys
+import threading
+
+import pytest
+
+from embedding_sanitizer import FIELDS
+from embedding_sanitizer.settings import FIELD_BY_NAME
+
+UNSAFE = "a nude person on a beach"
+
+
+def test_accordion_built_from_the_schema(webui):
+    gr = webui.gr
+    for runner, tab in ((webui.scripts.scripts_txt2img, "txt2img"), (webui.scripts.scripts_img2img, "img2img")):
+        script = runner.alwayson_scripts[0]
+        inputs = runner.inputs[script.args_from:script.args_to]
+        assert [c.elem_id for c in inputs] == [f"script_{tab}_embedding_sanitizer_{f.name}" for f in FIELDS]
+        kinds = {bool: gr.Checkbox, float: gr.Slider}
+        for component, spec in zip(inputs, FIELDS):
+            assert component.label == spec.label
+            expected = kinds.get(spec.kind, gr.Dropdown if spec.choices or spec.name == "weights" else gr.Textbox)
+            assert isinstance(component, expected), spec.name
+            assert component.value == spec.default or spec.name == "weights"
+        slider = inputs[[f.name for f in FIELDS].index("intensity")]
+        spec = FIELD_BY_NAME["intensity"]
+        assert (slider.minimum, slider.maximum, slider.step) == (spec.minimum, spec.maximum, spec.step)
+        assert [key for _, key in script.infotext_fields] == [f.infotext for f in FIELDS]
+    assert gr.__version__ == "3.41.2", "the UI test is meant to run with the Gradio of A1111 1.10"
+
+
+def test_settings_section(webui):
+    labels = webui.shared.opts.data_labels
+    for spec in FIELDS:
+        info = labels[f"embedding_sanitizer_{spec.name}"]
+        assert info.section == ("embedding_sanitizer", "Embedding Sanitizer")
+        assert info.default == spec.default
+        assert not info.restrict_api
+    for key in ("admin_lock", "min_intensity", "forced_mode", "required_concepts"):
+        assert labels[f"embedding_sanitizer_{key}"].restrict_api, key
+    assert webui.shared.opts.set("embedding_sanitizer_admin_lock", True, is_api=True) is False
+    # the options render as Gradio components the way the Settings page builds them
+    gr = webui.gr
+    with gr.Blocks():
+        for key, info in labels.items():
+            if key.startswith("embedding_sanitizer_"):
+                args = info.component_args() if callable(info.component_args) else (info.component_args or {})
+                info.component(label=info.label, value=info.default, elem_id=f"setting_{key}", **args)
+
+
+def test_score_route_and_last_heatmap(webui):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+    webui.script_callbacks.app_started_callback(None, app)
+    client = TestClient(app)
+    webui.shared.sd_model = webui.models.sd1
+    body = {"prompt": UNSAFE, "settings": {"preset": "max", "concepts": "nude person, nudity"}}
+    response = client.post("/embedding-sanitizer/v1/score", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert [w["text"] for w in data["words"]] == UNSAFE.split()
+    assert all(0.0 <= w["score"] <= 1.0 for w in data["words"]) and any(w["weight"] > 0 for w in data["words"])
+    assert "es-heatmap" in data["html"] and data["active"] is True
+    # the slider: intensity 0 keeps the scores and edits nothing
+    zero = client.post("/embedding-sanitizer/v1/score", json={**body, "settings": {
+        **body["settings"], "preset": "custom", "intensity": 0.0}}).json()
+    assert [w["score"] for w in zero["words"]] == [w["score"] for w in data["words"]]
+    assert all(w["weight"] == 0 for w in zero["words"])
+    # SDXL: both text encoders, one word list
+    webui.shared.sd_model = webui.models.sdxl
+    sdxl = client.post("/embedding-sanitizer/v1/score", json=body).json()
+    assert sdxl["encoders"] == ["webui-sdxl-l", "webui-sdxl-g"] and len(sdxl["words"]) == 6
+    webui.shared.sd_model = webui.models.sd1
+    # the admin lock applies to the preview too
+    webui.shared.opts.set("embedding_sanitizer_admin_lock", True)
+    try:
+        locked = client.post("/embedding-sanitizer/v1/score", json={"prompt": UNSAFE, "settings": {"enabled": False}})
+        assert locked.json()["active"] is True and locked.json()["policy_notes"]
+    finally:
+        webui.shared.opts.set("embedding_sanitizer_admin_lock", False)
+    bad = client.post("/embedding-sanitizer/v1/score", json={"prompt": UNSAFE, "settings": {"intensity": 7}})
+    assert bad.status_code == 422 and "intensity" in bad.json()["error"]
+    from modules.call_queue import queue_lock
+
+    with queue_lock:
+        assert client.post("/embedding-sanitizer/v1/score", json=body).json().get("busy") is True
+    # after a generation, the heatmap of the prompts actually used
+    before = client.get("/embedding-sanitizer/v1/last", params={"tab": "txt2img"}).json()["id"]
+    webui.api.text2imgapi({"prompt": UNSAFE, "negative_prompt": "blurry", "alwayson_scripts": {
+        "embedding sanitizer": {"args": [{"preset": "max", "concepts": "nude person"}]}}})
+    last = client.get("/embedding-sanitizer/v1/last", params={"tab": "txt2img"}).json()
+    assert last["id"] > before
+    assert [item["prompt"] for item in last["prompts"]] == [UNSAFE]
+    assert [w["text"] for w in last["prompts"][0]["words"]] == UNSAFE.split()
+
+
+def test_route_does_not_touch_generation_state(webui):
+    import torch
+
+    from a1111.routes import score_prompt
+
+    webui.shared.sd_model = webui.models.sd1
+    assert webui.glue.HOOK.state is None
+    status, body = score_prompt({"prompt": UNSAFE, "settings": {"preset": "max"}})
+    assert status == 200 and webui.glue.HOOK.state is None
+    cond = webui.models.sd1.cond_stage_model(["x"])
+    assert isinstance(cond, torch.Tensor)
+
+
+def _load_install(root):
+    spec = importlib.util.spec_from_file_location("es_install_under_test", root / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_only_installs_what_is_missing(webui):
+    import launch
+
+    install = _load_install(webui.root)
+    names = [name for name, _ in install.requirements()]
+    assert "torch" not in [n.lower() for n in names] and "transformers" in names
+    launch.pip_calls.clear()
+    assert install.install(launch) == [] and launch.pip_calls == []
+    launch.pretend_missing.add("safetensors")
+    try:
+        assert install.install(launch) == ["safetensors>=0.4"]
+        assert launch.pip_calls == ['install "safetensors>=0.4"']
+        launch.pip_calls.clear()
+        launch.args.skip_install = True
+        assert install.install(launch) == [] and launch.pip_calls == []
+    finally:
+        launch.pretend_missing.clear()
+        launch.args.skip_install = False
+    # run as the webui runs it: a subprocess-style __main__ with launch importable
+    runpy.run_path(str(webui.root / "install.py"), run_name="__main__")
+
+
+def test_preload_flag(webui):
+    from modules import cmd_args
+
+    parsed = cmd_args.parser.parse_args(["--embedding-sanitizer-policy", "policy.json"])
+    assert parsed.embedding_sanitizer_policy == "policy.json"
