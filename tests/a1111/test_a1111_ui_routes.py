@@ -147,3 +147,48 @@ def test_preload_flag(webui):
 
     parsed = cmd_args.parser.parse_args(["--embedding-sanitizer-policy", "policy.json"])
     assert parsed.embedding_sanitizer_policy == "policy.json"
+
+
+def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch):
+    import torch
+
+    from a1111.calibration import make_calibrate_fn
+    from a1111.encoder import adapter_for
+    from embedding_sanitizer.es_model import ESConfig, EmbeddingSanitizerNet
+    from embedding_sanitizer.weights_io import save_es
+
+    webui.shared.sd_model = webui.models.sd1
+    adapter = adapter_for(webui.models.sd1.cond_stage_model, webui.glue.layer_tag)
+    folder = webui.glue.models_dir()
+    calls = []
+
+    def fake_calibrate(encoder, concepts, out_path, progress=None, **kwargs):
+        calls.append((encoder.name, list(concepts)))
+        progress(0, 2, "encoding")
+        torch.manual_seed(0)
+        net = EmbeddingSanitizerNet(ESConfig(width=encoder.width, hidden=16, layers=1, heads=2))
+        save_es(out_path, net, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                layout=encoder.layout.to_dict(), concepts=list(concepts))
+        progress(2, 2, "saved")
+        return {}
+
+    import embedding_sanitizer.train as train
+
+    monkeypatch.setattr(train, "calibrate", fake_calibrate)
+    seen = []
+    handler = make_calibrate_fn(webui.gr)
+    html = handler("nudity, gore", progress=lambda fraction, desc=None: seen.append(fraction))
+    assert "Saved es-sd1-" in html and calls == [("webui-sd1", ["nudity", "gore"])]
+    assert seen and seen[-1] == 1.0
+    assert [p.parent for p in folder.glob("*.safetensors")] == [folder]
+    # mode "es" with no file named picks the weights made for this encoder
+    runner = webui.scripts.scripts_txt2img
+    script = runner.alwayson_scripts[0]
+    p = webui.processing.StableDiffusionProcessingTxt2Img(sd_model=webui.models.sd1, prompt=UNSAFE)
+    args = [None] * script.args_to
+    args[script.args_from:script.args_to] = [{"mode": "es", "preset": "max"}] + [None] * 9
+    p.scripts, p.script_args = runner, tuple(args)
+    processed = webui.processing.process_images(p)
+    assert "ES mode: es" in processed.infotexts[0]
+    assert adapter.fingerprint  # computed from the host's token embedding (through EmbeddingsWithFixes)
+    assert handler("  ", progress=None).startswith('<p class="es-error">')
