@@ -39,6 +39,12 @@ def start(p, args, tab: str) -> RunState | None:
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
     p.extra_generation_params["ES flagged"] = _flagged_param(state)
+    if settings.schedule == "svf":
+        # The webui's prompt schedules cannot take a per-prompt step fraction from here yet.
+        note = "schedule svf is not applied in A1111/Forge; every step uses the sanitized embedding"
+        state.notes.append(note)
+        p.extra_generation_params["ES note"] = note
+        log.warning("Embedding Sanitizer: %s", note)
     _current[:] = [p, state]
     webui.HOOK.activate(state)
     return state
