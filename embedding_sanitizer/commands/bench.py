@@ -21,13 +21,15 @@ def configure(parser) -> None:
     parser.add_argument("--batches", default="1,8,32", help="batch sizes")
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per cell (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats per cell")
-    parser.add_argument("--quick", action="store_true", help="5 repeats, 1 warm-up, small calibration corpus")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up, leave-one-out up to batch 8, small calibration corpus")
     parser.add_argument("--no-vit", action="store_true", help="skip the ViT-L/14-shaped model")
     parser.add_argument("--no-gpu", action="store_true", help="CPU only even when CUDA is available")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration throughput")
     parser.add_argument("--calibration-prompts", type=int, default=None,
                         help="corpus prompts for the calibration throughput (default 200, quick 100)")
     parser.add_argument("--out", type=Path, default=Path("eval-results"), help="output folder")
+    parser.add_argument("--loo-max-batch", type=int, default=None,
+                        help="time the leave-one-out detector only up to this batch size (quick: 8)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -38,7 +40,7 @@ def run(args) -> int:
     from ..evaluation.bench import console, markdown, run_bench, vit_l14_text_encoder
     from ..evaluation.report import public_command
 
-    repeats = 5 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats
     warmup = 1 if args.quick else args.warmup
     batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_gpu else [])
@@ -54,6 +56,7 @@ def run(args) -> int:
     results = run_bench(encoders, repeats=repeats, warmup=warmup, batches=batches,
                         calibration=not args.no_calibration, calibration_prompts=prompts,
                         calibration_encoders=1 if args.quick else None,
+                        loo_max_batch=args.loo_max_batch or (8 if args.quick else None),
                         show_progress=not args.no_progress)
     command = public_command(sys.argv)
     date = _dt.date.today().isoformat()

@@ -76,7 +76,8 @@ def _tensor_mb(*tensors) -> float:
 
 
 def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, repeats: int = 7, warmup: int = 2,
-                  concepts: str | None = None, methods=tuple(METHODS), progress=None) -> dict:
+                  concepts: str | None = None, methods=tuple(METHODS), progress=None,
+                  loo_max_batch: int | None = None) -> dict:
     """Median times (ms) and ratios to the encoder pass for every batch size."""
     device = encoder.device
     sanitizer = Sanitizer(encoder, es_model.to(device).eval(), {"file": "bench"})
@@ -100,6 +101,8 @@ def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, 
 
         jobs = {"encode": run_encode}
         for key, s in settings.items():
+            if key == "loo" and loo_max_batch is not None and batch > loo_max_batch:
+                continue
             jobs[key] = (lambda s=s: sanitizer.sanitize(tokens, ids, encoder.layout, s))
         times = {k: [] for k in jobs}
         peaks = {}
@@ -125,6 +128,7 @@ def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, 
         words = int((ids != encoder.layout.pad_id).sum() / max(batch, 1)) - 2
         entry = {"median_ms": {k: round(v, 3) for k, v in medians.items()},
                  "ratio": {k: round(medians[k] / medians["encode"], 4) for k in medians if k != "encode"},
+                 "skipped": [k for k in settings if k not in jobs],
                  "repeats": repeats, "mean_words": words}
         if peaks:
             entry["peak_extra_mb"] = peaks
@@ -164,13 +168,25 @@ def es_for(encoder, weights_path: Path | None) -> tuple[EmbeddingSanitizerNet, s
         model, meta = load_es(weights_path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
                               width=encoder.width)
         return model, weights_path.name
+    config, source = ESConfig(width=encoder.width), "random init, ESConfig defaults"
+    try:  # the architecture calibration builds by default, when train.py is there
+        import inspect
+
+        from .. import train
+
+        defaults = {k: v.default for k, v in inspect.signature(train.calibrate).parameters.items()}
+        config = ESConfig(width=encoder.width, hidden=int(defaults.get("hidden", config.hidden)),
+                          layers=int(defaults.get("layers", config.layers)), heads=int(defaults.get("heads", config.heads)))
+        source = f"random init, calibration's default architecture (hidden {config.hidden}, {config.layers} layers)"
+    except Exception:  # noqa: BLE001 - fall back to the ESConfig defaults
+        pass
     torch.manual_seed(0)
-    return EmbeddingSanitizerNet(ESConfig(width=encoder.width)).eval(), "random init, default architecture"
+    return EmbeddingSanitizerNet(config).eval(), source
 
 
 def run_bench(encoders: list[tuple[str, object, Path | None]], *, repeats: int, warmup: int, batches=BATCHES,
               calibration: bool = True, calibration_prompts: int = 200, calibration_encoders: int | None = None,
-              show_progress: bool = True) -> dict:
+              show_progress: bool = True, loo_max_batch: int | None = None) -> dict:
     from tqdm.auto import tqdm
 
     results = {"environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -181,7 +197,8 @@ def run_bench(encoders: list[tuple[str, object, Path | None]], *, repeats: int, 
         for label, encoder, weights in encoders:
             es_model, es_source = es_for(encoder, weights)
             bar.set_postfix_str(f"{label} on {encoder.device}")
-            run = bench_encoder(encoder, es_model, batches=batches, repeats=repeats, warmup=warmup, progress=bar)
+            run = bench_encoder(encoder, es_model, batches=batches, repeats=repeats, warmup=warmup, progress=bar,
+                                 loo_max_batch=loo_max_batch)
             run["label"] = label
             run["es_weights"] = es_source
             results["runs"].append(run)
@@ -231,7 +248,8 @@ def markdown(results: dict, command: str, date: str) -> str:
                   "| batch | encoder pass (ms) | " + " | ".join(f"{LABELS[k]} (ms, ratio)" for k in keys) + " |",
                   "|---|---|" + "---|" * len(keys)]
         for batch, entry in run["batches"].items():
-            cells = [f"{entry['median_ms'][k]:.2f} ({entry['ratio'][k]:.1%})" for k in keys]
+            cells = [f"{entry['median_ms'][k]:.2f} ({entry['ratio'][k]:.1%})" if k in entry["ratio"] else "not timed"
+                     for k in keys]
             lines.append(f"| {batch} | {entry['median_ms']['encode']:.2f} | " + " | ".join(cells) + " |")
         peak = {b: e.get("peak_extra_mb") for b, e in run["batches"].items() if e.get("peak_extra_mb")}
         if peak:
