@@ -129,7 +129,7 @@ class TrainingSet:
         self.in_idx = torch.zeros(n, max_len, dtype=torch.long)
         self.tgt_idx = torch.zeros(n, max_len, dtype=torch.long)
         self.valid = torch.zeros(n, max_len, dtype=torch.bool)
-        self.labels = torch.full((n, max_len), -1, dtype=torch.long)
+        self.labels = torch.full((n, max_len), -1.0)
         self.roles = torch.full((n, max_len), ROLE_PAD, dtype=torch.long)
         self.erase = torch.tensor([k == "unsafe" for k in cs.kinds])
         self.sample = torch.tensor(cs.samples, dtype=torch.long)
@@ -141,10 +141,10 @@ class TrainingSet:
             self.in_idx[e, :length] = offsets[src] + torch.arange(length)
             self.tgt_idx[e, :length] = offsets[dst] + torch.tensor(cs.maps[e], dtype=torch.long)
             self.valid[e, :length] = True
-            self.labels[e, :length] = torch.tensor(cs.labels[e], dtype=torch.long)
+            self.labels[e, :length] = torch.tensor(cs.labels[e], dtype=torch.float32)
             ids = torch.tensor(cs.chunks[src], dtype=torch.long).unsqueeze(0)
             self.roles[e, :length] = token_roles(ids, layout, rows_are_chunks=True)[0]
-        self.has_concept = (self.labels == 1).any(1)
+        self.has_concept = self.labels.amax(1).clamp_min(0)  # strength of the chunk's strongest concept
 
     def batch(self, idx: torch.Tensor, device) -> dict:
         length = int(self.length[idx].max())
@@ -159,13 +159,13 @@ class TrainingSet:
 def compute_losses(model, b: dict, gap_scale: float, pos_weight: float) -> tuple[torch.Tensor, dict]:
     logits, delta = model(b["x"], b["roles"])
     word = b["valid"] & (b["roles"] == ROLE_WORD)
-    labels = b["labels"].clamp_min(0).float()
+    labels = b["labels"].clamp_min(0)
     weight = torch.where(labels > 0, torch.full_like(labels, pos_weight), torch.ones_like(labels))
     bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weight)[word].sum() / \
         weight[word].sum().clamp_min(1)
     has_words = word.any(1)
     chunk_logit = logits.masked_fill(~word, -1e4).amax(1)
-    chunk_bce = F.binary_cross_entropy_with_logits(chunk_logit[has_words], b["has_concept"][has_words].float()) \
+    chunk_bce = F.binary_cross_entropy_with_logits(chunk_logit[has_words], b["has_concept"][has_words]) \
         if bool(has_words.any()) else logits.sum() * 0
     editable = b["valid"] & (b["roles"] != ROLE_BOS)
     pred = b["x"] + delta
@@ -210,11 +210,11 @@ def evaluate(model, ts: TrainingSet, idx: torch.Tensor, device, gap_scale, pos_w
         tot["loss"] += float(loss) * len(part)
         n += len(part)
         logits, word = parts["logits"], parts["word"]
-        tok_pos.append(logits[word & (b["labels"] == 1)].cpu())
+        tok_pos.append(logits[word & (b["labels"] > 0)].cpu())
         tok_neg.append(logits[word & (b["labels"] == 0)].cpu())
         cmax = logits.masked_fill(~word, -1e4).amax(1).cpu()
         hw = word.any(1).cpu()
-        hc = b["has_concept"].cpu()
+        hc = b["has_concept"].cpu() > 0
         chunk_pos.append(cmax[hw & hc])
         chunk_neg.append(cmax[hw & ~hc & ~b["erase"].cpu()])
     model.train()

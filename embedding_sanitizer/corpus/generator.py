@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from . import wordlists as W
 
+SUGGESTIVE_STRENGTH = 0.6
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
 
 
@@ -30,6 +31,7 @@ class Segment:
     text: str
     concept: str = ""  # non-empty: this segment carries that concept
     anchor: str = ""  # replacement text in the anchor prompt (concept segments only)
+    strength: float = 1.0  # target score of the concept's tokens (suggestive terms: lower)
 
 
 @dataclass
@@ -168,7 +170,8 @@ class CorpusGenerator:
 
     def concept_segments(self, term: Term) -> list[Segment]:
         """The concept, optionally wrapped in prompt-weight syntax (wrappers stay context)."""
-        seg = Segment(self.variant(term), term.concept, term.anchor)
+        seg = Segment(self.variant(term), term.concept, term.anchor,
+                      SUGGESTIVE_STRENGTH if term.kind == "suggestive" else 1.0)
         r = self.rng.random()
         if r < 0.08:
             return [Segment("("), seg, Segment(f":{self.rng.choice(['1.2', '1.3', '1.5', '1.4'])})")]
@@ -262,6 +265,18 @@ class CorpusGenerator:
 
     TEMPLATES = ("tags", "tags", "caption", "caption", "alone", "long", "style")
 
+    def typos(self, segs: list[Segment]) -> list[Segment]:
+        """Misspell one or two context words (real captions are full of typos; they must not score)."""
+        if self.rng.random() >= W.BENIGN_TYPO_RATE:
+            return segs
+        context = [i for i, s in enumerate(segs) if not s.concept and any(len(w) > 3 for w in s.text.split())]
+        for i in self.rng.sample(context, min(len(context), self.rng.randint(1, 2))):
+            words = segs[i].text.split()
+            k = self.rng.choice([j for j, w in enumerate(words) if len(w) > 3])
+            words[k] = char_trick(words[k], self.rng) if self.rng.random() < 0.8 else words[k].upper()
+            segs[i] = Segment(" ".join(words))
+        return segs
+
     def unsafe(self, term: Term, n_concepts: int = 1) -> Sample:
         terms = [term] + [self.pick(self.terms) for _ in range(n_concepts - 1)]
         template = self.pick(self.TEMPLATES)
@@ -272,18 +287,18 @@ class CorpusGenerator:
         inserts = [self.concept_segments(t) for t in terms]
         if self.rng.random() < 0.15:  # a hard negative in the same prompt
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        return Sample(self.build(inserts, template), "unsafe", [t.concept for t in terms], template)
+        return Sample(self.typos(self.build(inserts, template)), "unsafe", [t.concept for t in terms], template)
 
     def benign(self) -> Sample:
         template = self.pick(self.TEMPLATES[:-1])
         inserts = []
         r = self.rng.random()
-        if r < 0.35:
+        if r < 0.45:
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        elif r < 0.45:
+        elif r < 0.55:
             # an anchor phrase on its own is benign too
             inserts.append([Segment(self.pick(self.terms).anchor)])
-        return Sample(self.build(inserts, template), "benign", [], template)
+        return Sample(self.typos(self.build(inserts, template)), "benign", [], template)
 
     def generate(self, n_unsafe: int, n_benign: int) -> list[Sample]:
         """``n_unsafe`` unsafe prompts, cycling through the terms so every term appears, and

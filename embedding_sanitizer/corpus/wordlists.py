@@ -91,7 +91,19 @@ HARD_NEGATIVES = [
     "a boxing match", "a fencing duel", "a martial arts class", "a hunting dog", "a knife sharpener",
     "a vampire costume party", "a halloween pumpkin", "a skeleton key", "a red paint splash", "tomato sauce",
     "ketchup on fries", "a rose with thorns", "cocktail bar", "an adult and a child holding hands",
+    "an empty room", "an empty street", "no one else on the road", "a sign that says no parking", "not in use",
+    "without a hat", "with no seat", "an open window", "an open door", "a torn poster", "a destroyed wall",
+    "a damaged car", "a broken fence", "a rotten log", "a dirty floor", "a cigarette butt", "a spooky graveyard",
+    "a crucifix on the wall", "a public restroom", "a toilet and a sink", "a shower curtain", "a bathtub",
+    "topped with cheese", "the top of the hill", "a tank top", "a shirtless runner", "a man without a shirt",
+    "a handicap sign", "a protective cone", "a grey sky", "only a chair", "an old wrecked boat", "a crash helmet",
+    "a fire truck", "a fire in the fireplace", "smoke from a chimney", "a hunter's cabin", "a meat market",
+    "raw steak", "a fish market", "a bullfight poster", "a tattoo parlor", "a bed with white sheets",
+    "a woman in a swimsuit at the beach", "a baby in a bathtub", "a statue in a museum", "a marble statue",
 ]
+
+# Benign words that look like typos: real captions are full of them, so typos alone must not score.
+BENIGN_TYPO_RATE = 0.35
 
 # -- built-in unsafe categories ------------------------------------------------------------------
 # Each entry: (term, anchor, kind). Kinds: core, synonym, slang, euphemism, foreign, trick.
@@ -137,6 +149,24 @@ NUDITY = [
     ("pr0n", "fashion", "trick"), ("s3x", "a walk", "trick"), ("seggs", "a walk", "trick"),
     ("b00bs", "a jacket", "trick"), ("t1ts", "a shirt", "trick"), ("nsfvv", "sfw", "trick"),
     ("n u d e", "clothed", "trick"), ("n.a.k.e.d", "clothed", "trick"), ("nudeness", "modesty", "trick"),
+    ("lust", "joy", "core"), ("lustful", "joyful", "core"), ("sexual desire", "simple joy", "core"),
+    ("sexual pleasure", "quiet pleasure", "core"), ("kinky", "quirky", "slang"), ("libido", "appetite", "synonym"),
+    ("arousing", "soothing", "euphemism"), ("carnal", "gentle", "synonym"), ("making love", "making tea", "euphemism"),
+    ("intercourse", "conversation", "core"), ("sexual act", "kind act", "core"), ("erotic art", "still life art", "core"),
+    ("artistic nude", "artistic portrait", "euphemism"), ("reclining nude", "reclining figure", "euphemism"),
+    ("nude study", "portrait study", "euphemism"), ("nude model", "portrait model", "core"),
+    ("odalisque", "portrait", "euphemism"), ("naked statue", "marble statue", "core"),
+    # suggestive: lower target score (label strength 0.6)
+    ("bikini", "summer dress", "suggestive"), ("underwear", "overalls", "suggestive"), ("panties", "pants", "suggestive"),
+    ("bra", "vest", "suggestive"), ("corset", "cardigan", "suggestive"), ("stockings", "boots", "suggestive"),
+    ("fishnet", "wool", "suggestive"), ("busty", "tall", "suggestive"), ("voluptuous", "cheerful", "suggestive"),
+    ("thicc", "tall", "suggestive"), ("hot girl", "nice girl", "suggestive"), ("pin-up girl", "poster girl", "suggestive"),
+    ("pinup", "poster", "suggestive"), ("bedroom eyes", "kind eyes", "suggestive"), ("wet skin", "dry coat", "suggestive"),
+    ("oiled body", "dressed body", "suggestive"), ("taking a shower", "taking a walk", "suggestive"),
+    ("in the bath", "in the garden", "suggestive"), ("body paint", "face paint", "suggestive"),
+    ("femme fatale", "lady detective", "suggestive"), ("latex outfit", "cotton outfit", "suggestive"),
+    ("bare skin", "warm coat", "suggestive"), ("bare shoulders", "wool shawl", "suggestive"),
+    ("midriff", "jacket", "suggestive"), ("skimpy", "baggy", "suggestive"), ("tight dress", "loose dress", "suggestive"),
 ]
 VIOLENCE = [
     ("violence", "peace", "core"), ("violent", "peaceful", "core"), ("gore", "calm", "core"),
@@ -171,6 +201,15 @@ VIOLENCE = [
     ("leiche", "puppe", "foreign"), ("b1ood", "water", "trick"), ("bl00d", "water", "trick"), ("g0re", "calm", "trick"),
     ("murd3r", "meeting", "trick"), ("k1lling", "hugging", "trick"), ("c0rpse", "sleeping person", "trick"),
     ("d3ad body", "resting body", "trick"), ("v i o l e n c e", "peace", "trick"), ("bludy", "clean", "trick"),
+    ("abuse", "care", "core"), ("domestic abuse", "family dinner", "core"), ("armed attack", "friendly visit", "core"),
+    ("gunfight", "snowball fight", "core"), ("shootout", "photo shoot", "core"), ("aggressive", "gentle", "synonym"),
+    ("war", "peace", "core"), ("battlefield corpses", "meadow flowers", "core"), ("lynching", "dancing", "core"),
+    ("impaled", "decorated", "core"), ("flayed", "groomed", "core"), ("skinned alive", "dressed warmly", "core"),
+    ("horror gore", "cozy comedy", "core"), ("graphic violence", "graphic design", "core"),
+    # suggestive of violence: lower target score
+    ("weapon", "umbrella", "suggestive"), ("gun", "camera", "suggestive"), ("knife", "spoon", "suggestive"),
+    ("sword fight", "dance", "suggestive"), ("fighting", "talking", "suggestive"), ("scary", "cheerful", "suggestive"),
+    ("creepy", "cozy", "suggestive"), ("skull", "flower", "suggestive"), ("zombie", "farmer", "suggestive"),
 ]
 BUILTIN = {"nudity": NUDITY, "violence": VIOLENCE}
 ALIASES = {
