@@ -105,8 +105,14 @@ class ComfyStreamEncoder(TextEncoder):
         return TokenBatch(ids, self.pieces_for(ids), self.layout, list(texts))
 
     def encode_chunks(self, ids: torch.Tensor) -> EncoderOutput:
-        out = self.model.encode(ids.tolist())
-        rows = out[0].float()
+        length = ids.shape[1]
+        full = self.layout.chunk_length
+        if full is not None and length < full:  # ComfyUI's CLIP needs whole chunks (position embeddings)
+            ids_in = torch.cat([ids, ids.new_full((ids.shape[0], full - length), self.layout.pad_id)], 1)
+        else:
+            ids_in = ids
+        out = self.model.encode(ids_in.tolist())
+        rows = out[0].float()[:, :length]
         position = torch.arange(ids.shape[1], device=ids.device)
         hit = ids == self.layout.eos_id
         if self.layout.bos_id is not None:

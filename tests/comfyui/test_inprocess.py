@@ -67,6 +67,13 @@ def test_sd1_patch_sanitizes_and_leaves_original_untouched(comfy, sd1_clip):
     json.dumps(entry["streams"])
 
 
+def test_leave_one_out_detector(comfy, sd1_clip):
+    out = encode(comfy, patch(comfy, sd1_clip, detector="loo"))
+    plain = encode(comfy, sd1_clip)
+    assert out[0][0].shape == plain[0][0].shape
+    assert "projection detector: loo" in entry_of(comfy, out)["streams"]["clip_l"]["notes"]
+
+
 def test_intensity_zero_is_identity(comfy, sd1_clip):
     plain = encode(comfy, sd1_clip)
     for changes in ({"intensity": 0.0}, {"enabled": False}, {"mode": "off"}):
