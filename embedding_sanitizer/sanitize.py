@@ -102,7 +102,7 @@ class Sanitizer:
             current, es_scores, es_weights = apply_es(model, rows, roles, intensity, chunk)
             scores = torch.maximum(scores, es_scores)
             weights = torch.maximum(weights, es_weights)
-            flagged |= (es_weights > 0) & (roles == ROLE_WORD)
+            flagged |= (es_scores > settings.threshold) & (roles == ROLE_WORD)
 
         schedule_end = None
         if settings.uses_projection:

@@ -57,8 +57,9 @@ FIELDS: tuple[FieldSpec, ...] = (
               "es: learned sanitizer (needs calibrated weights for this encoder); safree: training-free "
               "concept-subspace projection; es+safree: the learned sanitizer first, then the projection; "
               "off: do nothing.", "ES mode", choices=MODES),
-    FieldSpec("preset", str, "medium", "Preset",
-              "Named strength. 'custom' uses the intensity slider as given.", "ES preset",
+    FieldSpec("preset", str, "custom", "Preset",
+              "Named strength (low 0.5, medium 1.0, high 1.5, max 2.5), overriding the slider; 'custom' uses "
+              "the intensity slider as given.", "ES preset",
               choices=PRESET_CHOICES),
     FieldSpec("intensity", float, 1.0, "Intensity",
               "0 leaves the embedding bit-for-bit unchanged, 1 is the calibrated operating point, "
@@ -103,7 +104,7 @@ def parse_concepts(text: str | list | tuple) -> tuple[str, ...]:
 class Settings:
     enabled: bool = True
     mode: str = "safree"
-    preset: str = "medium"
+    preset: str = "custom"
     intensity: float = 1.0
     concepts: str = FIELD_BY_NAME["concepts"].default
     weights: str = ""
@@ -161,7 +162,7 @@ class Settings:
 
     @property
     def threshold(self) -> float:
-        """Score above which the projection detector flags a token."""
+        """Score above which a token counts as flagged (the projection detector's trigger)."""
         return PRESETS.get(self.preset, PRESETS["medium"])[1]
 
     @property

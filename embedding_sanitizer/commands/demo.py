@@ -14,8 +14,8 @@ def configure(parser) -> None:
                         help="'bundled' (all-MiniLM-L6-v2), a local SD checkpoint .safetensors, or a transformers folder")
     parser.add_argument("--mode", choices=MODES + ("auto",), default="auto",
                         help="auto: es+safree when calibrated weights for the encoder exist, else safree")
-    parser.add_argument("--preset", choices=PRESET_CHOICES, default="medium")
-    parser.add_argument("--intensity", type=float, default=1.0, help="used with --preset custom")
+    parser.add_argument("--preset", choices=PRESET_CHOICES, default="custom")
+    parser.add_argument("--intensity", type=float, default=1.0, help="0 = identity, 1 = operating point (used with --preset custom, the default)")
     parser.add_argument("--concepts", default=FIELD_BY_NAME["concepts"].default)
     parser.add_argument("--detector", choices=("fast", "loo"), default="fast")
     parser.add_argument("--weights", default="", help="ES weights .safetensors (default: the shipped ones, if any)")
