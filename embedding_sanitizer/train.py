@@ -55,12 +55,12 @@ def default_cache_dir() -> Path:
 
 
 def corpus_sizes(generator: CorpusGenerator, n_unsafe: int | None, n_benign: int | None) -> tuple[int, int]:
-    """Default corpus size: about 1,200 unsafe prompts per built-in pack and 8 per custom concept."""
+    """Default corpus size: about 1,600 unsafe prompts per built-in pack and 8 per custom concept."""
     if n_unsafe is None:
-        n_unsafe = 1200 * len(generator.packs) + 8 * len(generator.custom)
+        n_unsafe = 1600 * len(generator.packs) + 8 * len(generator.custom)
         n_unsafe = max(600, min(n_unsafe, 6000))
     if n_benign is None:
-        n_benign = max(500, int(0.9 * n_unsafe))
+        n_benign = max(500, int(0.8 * n_unsafe))
     return n_unsafe, n_benign
 
 

@@ -21,7 +21,7 @@ def test_custom_concepts_and_anchors():
     gen = CorpusGenerator(["Van Gogh=an unknown painter", "church"], seed=0)
     anchors = {t.text: t.anchor for t in gen.terms}
     assert anchors["Van Gogh"] == "an unknown painter"
-    assert anchors["church"] in W.GENERIC_ANCHORS
+    assert anchors["church"] == ""  # deleted: the anchor prompt is the prompt without it
 
 
 def test_empty_concept_list_is_refused():

@@ -107,3 +107,19 @@ def test_cli_trains_with_the_bundled_encoder(tmp_path):
                "--layers", "1", "--cache-dir", "none"])
     assert rc == 0 and out.is_file()
     assert read_metadata(out)["encoder_name"] == "all-MiniLM-L6-v2"
+
+
+def test_calibrate_tiny_random_clip(tmp_path):
+    """The alignment holds for the real CLIP BPE tokenizer, and calibration runs on a CLIP text model."""
+    try:
+        from embedding_sanitizer.encoders.clip_text import CLIPTextEncoder
+
+        enc = CLIPTextEncoder.tiny_random(width=32, layers=1, heads=2)
+    except (ImportError, FileNotFoundError) as exc:  # the CLIP vocabulary comes from an optional package
+        pytest.skip(f"tiny CLIP encoder unavailable: {exc}")
+    out = tmp_path / "es-clip.safetensors"
+    summary = calibrate(enc, ["nudity", "Van Gogh"], out, n_unsafe=60, n_benign=40, epochs=1, hidden=16, layers=1,
+                        heads=2, cache_dir=None)
+    meta = read_metadata(out)
+    assert meta["width"] == 32 and meta["training"]["corpus"]["segment_tokenization_mismatch"].startswith("0/")
+    assert summary["examples"] > 0

@@ -52,7 +52,9 @@ class Sample:
 
 def join_segments(parts: list[str]) -> str:
     text = " ".join(p for p in parts if p)
-    return re.sub(r"\s+([,.:;)\]])", r"\1", text).replace("( ", "(").replace("[ ", "[")
+    # glue punctuation to a preceding word only: a run of punctuation across two segments ("),")
+    # would be one token in CLIP's BPE and break the segment-wise alignment
+    return re.sub(r"(?<=\w)\s+([,.:;)\]])", r"\1", text).replace("( ", "(").replace("[ ", "[")
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,11 @@ class CorpusGenerator:
             self.terms.append(Term(name, anchor or self._generic_anchor(name, style), name, "style" if style else "custom"))
 
     def _generic_anchor(self, name: str, style: bool) -> str:
-        pool = W.STYLE_ANCHORS if style else W.GENERIC_ANCHORS
-        return pool[sum(map(ord, name)) % len(pool)]
+        """An artist style is replaced by a neutral painter; any other custom concept is deleted
+        (its anchor prompt is the same prompt without it: the least-informed safe meaning)."""
+        if not style:
+            return ""
+        return W.STYLE_ANCHORS[sum(map(ord, name)) % len(W.STYLE_ANCHORS)]
 
     # -- variants ----------------------------------------------------------------------------------
     def variant(self, term: Term) -> str:
@@ -265,6 +270,16 @@ class CorpusGenerator:
 
     TEMPLATES = ("tags", "tags", "caption", "caption", "alone", "long", "style")
 
+    def everyday(self, segs: list[Segment]) -> list[Segment]:
+        """Sprinkle one to three everyday words (alone or as "with a ...") at random word boundaries."""
+        if self.rng.random() >= 0.5:
+            return segs
+        for _ in range(self.rng.randint(1, 3)):
+            word = self.pick(W.EVERYDAY)
+            text = word if self.rng.random() < 0.5 else f"{self.pick(['with a', 'and a', 'near the', 'the'])} {word}"
+            segs.insert(self.rng.randint(0, len(segs)), Segment(text))
+        return segs
+
     def typos(self, segs: list[Segment]) -> list[Segment]:
         """Misspell one or two context words (real captions are full of typos; they must not score)."""
         if self.rng.random() >= W.BENIGN_TYPO_RATE:
@@ -287,7 +302,7 @@ class CorpusGenerator:
         inserts = [self.concept_segments(t) for t in terms]
         if self.rng.random() < 0.15:  # a hard negative in the same prompt
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        return Sample(self.typos(self.build(inserts, template)), "unsafe", [t.concept for t in terms], template)
+        return Sample(self.typos(self.everyday(self.build(inserts, template))), "unsafe", [t.concept for t in terms], template)
 
     def benign(self) -> Sample:
         template = self.pick(self.TEMPLATES[:-1])
@@ -295,10 +310,10 @@ class CorpusGenerator:
         r = self.rng.random()
         if r < 0.45:
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        elif r < 0.55:
+        elif r < 0.55 and (anchors := [t.anchor for t in self.terms if t.anchor]):
             # an anchor phrase on its own is benign too
-            inserts.append([Segment(self.pick(self.terms).anchor)])
-        return Sample(self.typos(self.build(inserts, template)), "benign", [], template)
+            inserts.append([Segment(self.pick(anchors))])
+        return Sample(self.typos(self.everyday(self.build(inserts, template))), "benign", [], template)
 
     def generate(self, n_unsafe: int, n_benign: int) -> list[Sample]:
         """``n_unsafe`` unsafe prompts, cycling through the terms so every term appears, and

@@ -65,9 +65,10 @@ def tokenize_samples(samples: list[Sample], encoder, pad_rows: int = 3, check: i
         raise ValueError(f"layout {layout.name!r} has no fixed chunk length; calibration needs CLIP-style chunks")
     per_chunk = layout.max_words
     b0 = 1 if layout.bos_id is not None else 0
-    texts = sorted({s.text for smp in samples for s in smp.segments} |
-                   {s.anchor for smp in samples for s in smp.segments if s.concept})
+    texts = sorted(({s.text for smp in samples for s in smp.segments} |
+                    {s.anchor for smp in samples for s in smp.segments if s.concept}) - {""})
     seg_ids = word_ids_of(encoder, texts)
+    seg_ids[""] = []  # a deleted concept (custom concepts without an anchor)
     # Check that segment-wise tokenization equals whole-prompt tokenization (the alignment relies on it).
     probe = samples[:check]
     whole = word_ids_of(encoder, [p.text for p in probe]) if probe else {}
@@ -118,7 +119,7 @@ def tokenize_samples(samples: list[Sample], encoder, pad_rows: int = 3, check: i
                 continue
             a_s = a_start_of[s] if a_start_of[s] is not None else amap[s]
             a_e = len(a_words) if e == len(u_words) else (a_start_of[e] if a_start_of[e] is not None else amap[e])
-            if a_e - a_s > per_chunk or a_e <= a_s:
+            if a_e - a_s > per_chunk or a_e < a_s:
                 dropped += 1
                 continue
             dst = _chunk(a_words[a_s:a_e], layout, pad_rows)

@@ -70,7 +70,7 @@ STYLES = [
 ]
 ARTISTS = [  # long-dead painters and generic descriptors, used only as style context
     "rembrandt", "caravaggio", "botticelli", "titian", "rubens", "klimt", "mucha", "monet", "renoir", "degas",
-    "vermeer", "goya", "el greco", "bouguereau", "ingres", "hokusai", "turner", "sargent", "waterhouse",
+    "vermeer", "goya", "el greco", "ingres", "hokusai", "turner", "sargent", "waterhouse",
     "a famous illustrator", "a renaissance master", "an unknown painter",
 ]
 
@@ -81,8 +81,7 @@ HARD_NEGATIVES = [
     "bare wooden floor", "a bare room", "bare hands", "shooting a photo", "shooting a film",
     "shooting star", "photo shoot", "a film shoot", "killer whale", "killer app", "lady killer smile",
     "blood orange", "blood moon", "a bloody mary cocktail", "red as blood", "strip mall", "comic strip",
-    "a strip of land", "a hot dog", "hot chili pepper", "sexy red sports car", "nude lipstick",
-    "nude color heels", "skin care cream", "a pin-up poster of a car", "a butcher shop sign", "cherry bomb candy",
+    "a strip of land", "a hot dog", "hot chili pepper", "skin care cream", "a pin-up poster of a car", "a butcher shop sign", "cherry bomb candy",
     "a fight scene in a theater play", "a pillow fight", "a water gun", "a nerf gun", "war memorial",
     "an axe in a log", "a kitchen knife on a cutting board", "a sword in a museum", "a toy gun",
     "a dead end street", "dead leaves", "a dead battery", "a murder of crows", "a slaughterhouse five book",
@@ -95,8 +94,7 @@ HARD_NEGATIVES = [
     "without a hat", "with no seat", "an open window", "an open door", "a torn poster", "a destroyed wall",
     "a damaged car", "a broken fence", "a rotten log", "a dirty floor", "a cigarette butt", "a spooky graveyard",
     "a crucifix on the wall", "a public restroom", "a toilet and a sink", "a shower curtain", "a bathtub",
-    "topped with cheese", "the top of the hill", "a tank top", "a shirtless runner", "a man without a shirt",
-    "a handicap sign", "a protective cone", "a grey sky", "only a chair", "an old wrecked boat", "a crash helmet",
+    "topped with cheese", "the top of the hill", "a tank top", "a handicap sign", "a protective cone", "a grey sky", "only a chair", "an old wrecked boat", "a crash helmet",
     "a fire truck", "a fire in the fireplace", "smoke from a chimney", "a hunter's cabin", "a meat market",
     "raw steak", "a fish market", "a bullfight poster", "a tattoo parlor", "a bed with white sheets",
     "a woman in a swimsuit at the beach", "a baby in a bathtub", "a statue in a museum", "a marble statue",
@@ -167,6 +165,11 @@ NUDITY = [
     ("femme fatale", "lady detective", "suggestive"), ("latex outfit", "cotton outfit", "suggestive"),
     ("bare skin", "warm coat", "suggestive"), ("bare shoulders", "wool shawl", "suggestive"),
     ("midriff", "jacket", "suggestive"), ("skimpy", "baggy", "suggestive"), ("tight dress", "loose dress", "suggestive"),
+    ("shirtless", "in a shirt", "suggestive"), ("bathing woman", "walking woman", "suggestive"),
+    ("bather", "walker", "suggestive"), ("perfect body", "perfect outfit", "suggestive"),
+    ("curvy body", "winter coat", "suggestive"), ("sexy pose", "casual pose", "suggestive"),
+    ("bending over", "standing up", "suggestive"), ("lying in bed", "sitting at a desk", "suggestive"),
+    ("sensual pose", "casual pose", "suggestive"), ("hot body", "warm coat", "suggestive"),
 ]
 VIOLENCE = [
     ("violence", "peace", "core"), ("violent", "peaceful", "core"), ("gore", "calm", "core"),
@@ -226,3 +229,40 @@ GENERIC_ANCHORS = [
     "a friendly gathering", "a plain picture", "a normal afternoon", "something harmless",
 ]
 STYLE_ANCHORS = ["an unknown painter", "a generic artist", "an amateur painter", "a simple style"]
+
+# Everyday vocabulary sprinkled into contexts, so that a rare but harmless word never looks unsafe.
+EVERYDAY = """
+ladle spatula whisk colander saucepan skillet kettle toaster blender microwave oven stovetop countertop cabinet
+drawer cupboard pantry faucet sponge dishwasher napkin tablecloth placemat coaster mug goblet pitcher jug carafe
+platter saucer tray basket bucket barrel crate carton canister jar lid cork bottle can trashcan dumpster bin
+vanity mirror towel rack toothbrush toothpaste soap shampoo tile grout drain plunger urinal bathtub basin tub
+mattress pillow blanket quilt duvet headboard nightstand dresser wardrobe closet hanger curtain blinds shutter
+rug carpet doormat hallway staircase banister railing balcony porch patio deck veranda attic basement garage
+driveway sidewalk curb gutter lamppost signpost billboard mailbox hydrant manhole crosswalk intersection highway
+runway terminal hangar cockpit propeller jetliner glider helicopter tugboat ferry canoe kayak yacht dock pier
+harbor marina lighthouse buoy anchor sail mast hull trailer tractor forklift bulldozer crane truck van jeep sedan
+pickup limousine taxi scooter moped unicycle tricycle wagon carriage stroller wheelchair skis snowboard sled
+helmet goggles gloves mittens scarf beanie beret cap visor poncho raincoat parka overcoat blazer vest apron
+uniform jersey sneakers sandals slippers loafers boots laces backpack suitcase luggage baggage briefcase purse
+wallet umbrella sunglasses wristwatch bracelet necklace earrings keychain lanyard badge sticker decal pennant
+flag banner poster calendar clipboard notebook binder folder envelope stapler scissors ruler pencil crayon marker
+easel canvas palette sculpture figurine ornament vase candle lantern chandelier sconce thermostat radiator
+fireplace chimney mantel bookcase magazine newspaper keyboard monitor printer router charger cable remote console
+joystick headphones speaker microphone camera tripod projector screen tablet smartphone receipt coupon menu
+broccoli carrots cabbage lettuce spinach celery cucumber zucchini eggplant pumpkin squash radish onion garlic
+potato tomato pepper mushroom corn peas beans lentils rice noodles pasta dumplings bagel croissant muffin pancake
+waffle omelet bacon sausage ham salami pepperoni cheese yogurt butter honey jam syrup cereal oatmeal granola
+apple orange pear peach plum cherry grape lemon lime mango pineapple papaya kiwi melon watermelon coconut
+giraffe zebra elephant rhino hippo buffalo bison antelope gazelle moose elk reindeer camel llama alpaca donkey
+goat sheep lamb calf pony stallion mare foal puppy kitten hamster gerbil ferret raccoon squirrel chipmunk beaver
+otter seal walrus penguin pelican flamingo heron crane stork swan goose gull sparrow robin finch cardinal
+bluejay hummingbird woodpecker eagle hawk falcon vulture turkey chicken rooster hen chick duckling
+meadow pasture prairie orchard vineyard grove thicket hedge shrub bush sapling stump trunk branch twig bark moss
+fern ivy vine lily tulip daisy orchid poppy lavender sunflower dandelion clover cactus palm pine oak maple birch
+willow cedar spruce hillside valley canyon ravine cliff ledge boulder pebble gravel sand dune shore beach cove
+lagoon reef glacier iceberg tundra swamp marsh creek stream brook pond waterfall rapids geyser volcano crater
+knocked gutted unpacked garnished strapped tied crushed stacked folded parked towed loaded unloaded scattered
+piled lined arranged decorated cluttered tidy spotless shabby rustic quaint cozy spacious cramped uninspiring
+several various multiple numerous assorted miscellaneous combination variety bunch cluster dozen couple pair
+himself herself themselves someone somebody everyone anybody nobody whoever whatever somewhere anywhere nowhere
+""".split()
