@@ -17,8 +17,17 @@ class EmptyConceptList(ValueError):
     """The concept list is empty: there is nothing to remove."""
 
 
-def build_subspace(encoder, concepts: tuple[str, ...]) -> ConceptSubspace:
-    """Encode the concepts and the neutral reference prompts with ``encoder``."""
+def neutral_rows(encoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word rows and EOS/padding rows of the neutral reference prompts (float32)."""
+    batch = encoder.tokenize(list(NEUTRAL_PROMPTS))
+    rows = encoder.encode(batch.ids).tokens.to(torch.float32)
+    roles = token_roles(batch.ids, encoder.layout).to(rows.device)
+    return rows[roles == ROLE_WORD], rows[(roles == ROLE_EOS) | (roles == ROLE_PAD)]
+
+
+def build_subspace(encoder, concepts: tuple[str, ...],
+                   neutral: tuple[torch.Tensor, torch.Tensor] | None = None) -> ConceptSubspace:
+    """Encode the concepts (and, unless given, the neutral reference prompts) with ``encoder``."""
     if not concepts:
         raise EmptyConceptList("the concept list is empty: give at least one concept (e.g. 'nudity')")
     concept_batch = encoder.tokenize(list(concepts))
@@ -29,11 +38,7 @@ def build_subspace(encoder, concepts: tuple[str, ...]) -> ConceptSubspace:
     word_mean = (tokens * is_word).sum(1) / is_word.sum(1).clamp_min(1)
     pooled = concept_out.pooled.to(torch.float32)
 
-    neutral_batch = encoder.tokenize(list(NEUTRAL_PROMPTS))
-    neutral = encoder.encode(neutral_batch.ids).tokens.to(torch.float32)
-    neutral_roles = token_roles(neutral_batch.ids, encoder.layout).to(neutral.device)
-    neutral_words = neutral[neutral_roles == ROLE_WORD]
-    neutral_tail = neutral[(neutral_roles == ROLE_EOS) | (neutral_roles == ROLE_PAD)]
+    neutral_words, neutral_tail = neutral if neutral is not None else neutral_rows(encoder)
     word_center = neutral_words.mean(0)
     pooled_center = neutral_tail.mean(0)
 
@@ -53,6 +58,7 @@ class SubspaceCache:
 
     def __init__(self, max_entries: int = 16) -> None:
         self._entries: dict[tuple, ConceptSubspace] = {}
+        self._neutral: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
@@ -64,7 +70,10 @@ class SubspaceCache:
             return hit
         log.info("building concept subspace for %d concept(s) on encoder %s", len(concepts), encoder.name)
         with torch.inference_mode():
-            built = build_subspace(encoder, concepts)
+            neutral = self._neutral.get(encoder.cache_key)
+            if neutral is None:  # the neutral prompts are encoded once per encoder, not per concept list
+                neutral = self._neutral[encoder.cache_key] = neutral_rows(encoder)
+            built = build_subspace(encoder, concepts, neutral)
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))

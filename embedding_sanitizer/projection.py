@@ -94,7 +94,12 @@ class ConceptSubspace:
     word_basis: torch.Tensor  # [D, r] basis of centred concept word rows
     pooled_basis: torch.Tensor  # [D, r'] basis of centred pooled concept vectors
     calibration: NullCalibration
+    word_dirs: torch.Tensor | None = None  # [K, D] unit centred concept word rows (nearest-concept lookup)
     encoder_fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.word_dirs is None:
+            self.word_dirs = torch.nn.functional.normalize(self.words.to(torch.float32) - self.word_center, dim=-1)
 
     def to(self, device: torch.device) -> "ConceptSubspace":
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -106,10 +111,8 @@ class ConceptSubspace:
 
     def nearest_concepts(self, rows: torch.Tensor) -> torch.Tensor:
         """Index of the most similar concept (centred cosine) for each row ``[..., D]``."""
-        rows_c = rows.to(torch.float32) - self.word_center
-        concepts_c = self.words.to(torch.float32) - self.word_center
-        sims = torch.nn.functional.normalize(rows_c, dim=-1) @ torch.nn.functional.normalize(concepts_c, dim=-1).T
-        return sims.argmax(dim=-1)
+        # argmax of the cosine: the row's own norm does not change the winner, so it is not normalised
+        return ((rows.to(torch.float32) - self.word_center) @ self.word_dirs.T).argmax(dim=-1)
 
 
 def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:

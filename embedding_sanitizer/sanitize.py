@@ -109,20 +109,21 @@ class Sanitizer:
             subspace = self.subspace(settings.concept_list, embeddings.device)
             proj, p_scores, p_flags, detector = self._projection(current, ids, roles, layout, chunk, settings,
                                                                  subspace, notes)
-            word_w = intensity * p_flags.float()
-            chunk_max = word_w.reshape(batch, -1, chunk).amax(-1, keepdim=True).expand(-1, -1, chunk)
-            tail = (roles == ROLE_EOS) | (roles == ROLE_PAD)
-            use_tail = settings.eos_policy == "project"
-            p_weights = torch.where(tail & use_tail, chunk_max.reshape(batch, total), word_w)
-            p_weights = torch.where(roles == ROLE_BOS, torch.zeros_like(p_weights), p_weights)
-            current = current + p_weights.unsqueeze(-1) * (proj - current)
             scores = torch.maximum(scores, p_scores)
-            weights = torch.maximum(weights, p_weights)
             flagged |= p_flags
+            if proj is not None:  # None: nothing flagged anywhere in the batch, nothing to edit
+                word_w = intensity * p_flags.float()
+                chunk_max = word_w.reshape(batch, -1, chunk).amax(-1, keepdim=True).expand(-1, -1, chunk)
+                tail = (roles == ROLE_EOS) | (roles == ROLE_PAD)
+                use_tail = settings.eos_policy == "project"
+                p_weights = torch.where(tail & use_tail, chunk_max.reshape(batch, total), word_w)
+                p_weights = torch.where(roles == ROLE_BOS, torch.zeros_like(p_weights), p_weights)
+                current = current + p_weights.unsqueeze(-1) * (proj - current)
+                weights = torch.maximum(weights, p_weights)
             if settings.schedule == "svf":
-                beta = svf_beta(rows, proj, roles, chunk)
-                fractions = svf_fraction(beta)
                 has_edit = (weights > 0).any(-1)
+                fractions = (svf_fraction(svf_beta(rows, proj, roles, chunk)) if proj is not None
+                             else torch.zeros(batch))
                 schedule_end = [float(f) if e else 0.0 for f, e in zip(fractions.tolist(), has_edit.tolist())]
             notes.append(f"projection detector: {detector}")
         elif settings.schedule == "svf":
@@ -152,7 +153,7 @@ class Sanitizer:
             layout.chunk_len_for(embeddings.shape[1])
         except ValueError as exc:
             raise SanitizerInputError(str(exc)) from exc
-        if not torch.isfinite(embeddings).all():
+        if not bool(torch.isfinite(embeddings.sum(dtype=torch.float32))):  # one reduction: NaN/inf propagate
             raise SanitizerInputError("embeddings contain NaN or infinite values; the text encoder output is "
                                       "broken (check the checkpoint and the precision settings)")
 
@@ -178,7 +179,8 @@ class Sanitizer:
         if detector == "fast":
             p_scores = fast_scores(rows, roles, subspace)
             p_flags = (p_scores > settings.threshold) & (roles == ROLE_WORD)
-            return fast_project(rows, roles, subspace), p_scores, p_flags, "fast"
+            proj = fast_project(rows, roles, subspace) if bool(p_flags.any()) else None
+            return proj, p_scores, p_flags, "fast"
         return self._loo(rows, ids, roles, layout, chunk, subspace)
 
     def _loo(self, rows, ids, roles, layout, chunk, subspace):
@@ -188,7 +190,7 @@ class Sanitizer:
         owner, position = torch.nonzero(chunk_roles == ROLE_WORD, as_tuple=True)
         scores = torch.zeros(batch * (total // chunk), chunk, device=rows.device)
         flags = torch.zeros_like(scores, dtype=torch.bool)
-        proj = rows.reshape(-1, chunk, width).clone()
+        proj = None
         if owner.numel():
             active = int((chunk_roles != ROLE_PAD).sum(-1).max())
             copies = chunk_ids[owner, :active].clone()
@@ -201,6 +203,7 @@ class Sanitizer:
             flags[owner, position] = trigger
             flagged_groups = torch.unique(owner[trigger])
             if flagged_groups.numel():
+                proj = rows.reshape(-1, chunk, width).clone()
                 keep = torch.isin(owner, flagged_groups)
                 p_input = input_space_projectors(pooled[keep], owner[keep], groups)[flagged_groups]
                 chunk_rows = rows.reshape(-1, chunk, width)[flagged_groups]
@@ -209,7 +212,8 @@ class Sanitizer:
                 is_word = (chunk_roles[flagged_groups] == ROLE_WORD).unsqueeze(-1)
                 proj[flagged_groups] = torch.where(is_word, words, tails)
         shape = (batch, total)
-        return proj.reshape(batch, total, width), scores.reshape(shape), flags.reshape(shape), "loo"
+        proj = None if proj is None else proj.reshape(batch, total, width)
+        return proj, scores.reshape(shape), flags.reshape(shape), "loo"
 
     def _report(self, settings, intensity, roles, scores, weights, flagged, schedule_end, pieces, concept_ctx,
                 notes) -> dict:
