@@ -9,7 +9,9 @@ webui's ``modules`` only inside functions, so the package imports outside the we
   ``ClassicTextProcessingEngine``) as a core ``TextEncoder``.
 * ``hook``: the class-level wrap of the text model's forward, and cache shadowing.
 * ``runtime``: sanitizers per encoder, ES weights, per-prompt records.
-* ``lifecycle``: ``process``/``process_batch``/``postprocess``.
+* ``svf``: SAFREE's self-validating schedule: originals kept next to the sanitized conds,
+  swapped back per step in ``on_cfg_denoiser``.
+* ``lifecycle``: ``process``/``process_batch``/``before_hr``/``postprocess``.
 * ``policy``: the administrator lock (Settings page and ``--embedding-sanitizer-policy`` file).
 * ``ui``, ``routes``, ``calibration``: accordion and Settings section, live-heatmap
   routes, the calibrate button.

@@ -8,9 +8,11 @@
 
 The wrapper always calls the original first. With no active run (the extension is off,
 or the call happens outside a generation) it returns the original's result object
-itself, so behaviour is exactly the host's. During a run it sanitizes the output with
-the exact chunk token ids from ``process_texts`` and returns a new tensor of the same
-shape (and the host's pooled output untouched, for SDXL CLIP-G).
+itself, so behaviour is exactly the host's; so does a call inside ``Hook.bypass()``
+(the svf schedule's way to get the original conditioning next to the sanitized one).
+During a run it sanitizes the output with the exact chunk token ids from
+``process_texts`` and returns a new tensor of the same shape (and the host's pooled
+output untouched, for SDXL CLIP-G).
 
 Conditioning caches: the webui keys them on prompts and model settings only, not on
 extension state. ``shadow_cond_caches`` gives the processing object fresh, empty cache
@@ -20,6 +22,7 @@ run without the sanitizer and a cached original is never served to a run with it
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -45,6 +48,7 @@ class Hook:
         self.layer_tag = layer_tag
         self._state: RunState | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()
         self.patched: list[tuple[type, str]] = []
 
     # ------------------------------------------------------------- patching
@@ -88,7 +92,7 @@ class Hook:
         def embedding_sanitizer_forward(model, texts, *args, **kwargs):
             out = original(model, texts, *args, **kwargs)
             state = hook._state
-            if state is None:
+            if state is None or hook.bypassed:
                 return out
             if getattr(texts, "is_negative_prompt", False) and not state.settings.sanitize_negative:
                 return out
@@ -114,6 +118,19 @@ class Hook:
     @property
     def state(self) -> RunState | None:
         return self._state
+
+    @property
+    def bypassed(self) -> bool:
+        return getattr(self._local, "bypass", 0) > 0
+
+    @contextlib.contextmanager
+    def bypass(self):
+        """In this thread, let text-model calls return the host's own output (the svf schedule's originals)."""
+        self._local.bypass = getattr(self._local, "bypass", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.bypass -= 1
 
 
 def shadow_cond_caches(p) -> list[str]:

@@ -3,7 +3,9 @@
 ``process`` (before the batch loop): resolve the arguments (UI or ``alwayson_scripts``)
 against the Settings-page defaults, enforce the administrator policy, write the infotext,
 shadow the conditioning caches and activate the hook for this processing object.
-``process_batch`` (before ``setup_conds``): make sure this run is the active one.
+``process_batch`` (before ``setup_conds``) and ``before_hr``: make sure this run is the
+active one and, with the svf schedule, that the loaded checkpoint keeps the original
+conditioning next to the sanitized one (``svf``).
 ``postprocess``: deactivate and keep the heatmap of the prompts actually used.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ _current: list = [None, None]  # [processing object, RunState]
 
 def start(p, args, tab: str) -> RunState | None:
     webui.HOOK.deactivate()  # a run that failed half-way never leaves the hook active
+    webui.SVF.detach_all()
     _current[:] = [None, None]
     settings, notes = webui.resolve(args)
     if notes:
@@ -39,14 +42,9 @@ def start(p, args, tab: str) -> RunState | None:
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
     p.extra_generation_params["ES flagged"] = _flagged_param(state)
-    if settings.schedule == "svf":
-        # The webui's prompt schedules cannot take a per-prompt step fraction from here yet.
-        note = "schedule svf is not applied in A1111/Forge; every step uses the sanitized embedding"
-        state.notes.append(note)
-        p.extra_generation_params["ES note"] = note
-        log.warning("Embedding Sanitizer: %s", note)
     _current[:] = [p, state]
     webui.HOOK.activate(state)
+    _attach_svf(p)
     return state
 
 
@@ -55,6 +53,19 @@ def ensure_active(p) -> None:
     owner, state = _current
     if owner is p and state is not None and webui.HOOK.state is not state:
         webui.HOOK.activate(state)
+    if owner is p and state is not None:
+        _attach_svf(p)
+
+
+def _attach_svf(p) -> None:
+    """svf schedule: keep originals next to the sanitized conds of the model about to encode."""
+    owner, state = _current
+    if owner is not p or state is None or state.settings.schedule != "svf":
+        return
+    model = getattr(webui._shared(), "sd_model", None)
+    webui.SVF.attach(model)
+    if getattr(p, "sd_model", None) is not None and p.sd_model is not model:
+        webui.SVF.attach(p.sd_model)
 
 
 def finish(p, tab: str) -> dict | None:
@@ -62,6 +73,7 @@ def finish(p, tab: str) -> dict | None:
     if owner is not p or state is None:
         return None
     webui.HOOK.deactivate()
+    webui.SVF.detach_all()
     _current[:] = [None, None]
     if state.calls == 0:
         note = "the text model was not called during this generation; nothing was sanitized"

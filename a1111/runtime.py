@@ -22,6 +22,9 @@ from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, l
 from .encoder import WebuiTextEncoder
 
 log = logging.getLogger("embedding_sanitizer.a1111")
+SVF_UNMAPPED = ("schedule svf: a prompt was encoded outside the checkpoint's get_learned_conditioning (another "
+                "extension, or a model switched in mid-generation); its conditioning keeps the sanitized embedding "
+                "for every step")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Record:
     negative: bool
     words: list[dict]
     flagged: list[str]
+    schedule_end: float | None = None  # svf: fraction of the steps that use the sanitized embedding
 
 
 @dataclass
@@ -42,6 +46,15 @@ class RunState:
     owner: Any = None  # the processing object this state belongs to
     records: list[Record] = field(default_factory=list)
     calls: int = 0
+    #: svf schedule: (sanitized, original, fraction) per conditioning, filled by ``svf.Schedule``.
+    svf_pairs: list = field(default_factory=list)
+    #: while ``svf.Schedule`` encodes a prompt batch: each text-model call's ``schedule_end``.
+    svf_fractions: list | None = None
+
+    def note_once(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+            log.warning("Embedding Sanitizer: %s", note)
 
     def flagged_summary(self, prompt: str) -> str | None:
         """``"naked (nudity), blood (gore)"`` for the infotext of one image's prompt."""
@@ -152,10 +165,19 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
                            f"{tuple(ids.shape)}; this webui version lays out chunks differently")
     result = runtime.run(encoder, z, ids, pieces, state.settings)
     negative = bool(getattr(texts, "is_negative_prompt", False))
+    # float32 from the core: 0.55 arrives as 0.55000001, which would give one step more; the fractions are
+    # (t' + 1) / 50, so six decimals give back the intended value.
+    ends = None if result.schedule_end is None else [round(float(f), 6) for f in result.schedule_end]
     for b, text in enumerate(texts):
         words = word_view(pieces[b], result.scores[b], result.weights[b], result.flagged[b])
-        state.records.append(Record(str(text), encoder.name, negative, words, flagged_words(result.report, b, words)))
+        state.records.append(Record(str(text), encoder.name, negative, words, flagged_words(result.report, b, words),
+                                    None if ends is None else ends[b]))
     state.calls += 1
+    if ends is not None and not negative:
+        if state.svf_fractions is not None:
+            state.svf_fractions.append(ends)
+        elif any(f > 0 for f in ends):
+            state.note_once(SVF_UNMAPPED)
     new = result.embeddings
     if isinstance(out, tuple):
         return (new,) + tuple(out[1:])

@@ -13,6 +13,7 @@ from embedding_sanitizer.paths import WEIGHTS_DIR
 
 from . import schema
 from .hook import Hook
+from .svf import Schedule
 from .policy import PolicyFile, make_policy, read_policy_file, stricter
 from .runtime import Runtime, RunState, merge_words, words_html
 
@@ -62,6 +63,7 @@ def layer_tag() -> str:
 
 RUNTIME = Runtime(weight_folders)
 HOOK = Hook(RUNTIME, layer_tag)
+SVF = Schedule(HOOK)
 LAST_REPORTS: dict[str, dict] = {}
 _policy_cache: dict[tuple, PolicyFile] = {}
 _policy_lock = threading.Lock()
@@ -152,12 +154,17 @@ def text_models(sd_model) -> list:
 def store_report(tab: str, state: RunState, settings: Settings, notes: list[str]) -> dict:
     """Keep the heatmap of the prompts actually used in the last generation of ``tab``."""
     prompts: dict[tuple[str, bool], list] = {}
+    ends: dict[tuple[str, bool], list[float]] = {}
     for record in state.records:
         prompts.setdefault((record.text, record.negative), []).append(record.words)
+        if record.schedule_end is not None:
+            ends.setdefault((record.text, record.negative), []).append(record.schedule_end)
     items = []
     for (text, negative), views in prompts.items():
         words = merge_words(views)
-        items.append({"prompt": text, "negative": negative, "words": _public(words), "html": words_html(words)})
+        end = ends.get((text, negative))
+        items.append({"prompt": text, "negative": negative, "words": _public(words), "html": words_html(words),
+                      "schedule_end": None if not end else round(max(end), 4)})
     with _policy_lock:
         LAST_REPORTS["_counter"] = LAST_REPORTS.get("_counter", 0) + 1
         report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.to_dict(),

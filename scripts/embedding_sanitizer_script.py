@@ -29,6 +29,9 @@ class EmbeddingSanitizerScript(scripts.Script):
     def process_batch(self, p, *args, **kwargs):
         lifecycle.ensure_active(p)
 
+    def before_hr(self, p, *args):
+        lifecycle.ensure_active(p)
+
     def postprocess(self, p, processed, *args):
         lifecycle.finish(p, self._tab())
 
@@ -48,4 +51,7 @@ def _on_app_started(demo, app):
 
 script_callbacks.on_ui_settings(_on_ui_settings)
 script_callbacks.on_app_started(_on_app_started)
+script_callbacks.on_cfg_denoiser(webui.SVF.on_cfg_denoiser)  # once; a no-op unless a run uses svf
+script_callbacks.on_model_loaded(webui.SVF.on_model_loaded)
 script_callbacks.on_script_unloaded(webui.HOOK.uninstall)
+script_callbacks.on_script_unloaded(webui.SVF.detach_all)

@@ -288,3 +288,159 @@ def test_clear_errors(webui):
     webui.shared.opts.set("use_old_emphasis_implementation", False)
     with pytest.raises(Exception, match="concept"):
         generate(webui, args_for(concepts=" , "))
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule "svf": the sanitized conditioning for the first steps, the original one afterwards
+SVF_STEPS = 20
+
+
+def host_steps(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
+    """Every step's conditioning of every pass without the extension (``denoiser_steps``)."""
+    glue = webui.glue
+    glue.HOOK.uninstall()
+    try:
+        reset_caches(webui)
+        p, _ = generate(webui, args_for(enabled=False), prompt, negative, model=model, **kwargs)
+    finally:
+        glue.HOOK.install()
+        reset_caches(webui)
+    return p.denoiser_steps
+
+
+def cut_off(webui, text, steps=SVF_STEPS, tab="txt2img"):
+    """Steps that use the sanitized embedding for the positive (sub)prompt ``text``, from the run's report."""
+    from embedding_sanitizer.projection import steps_for_fraction
+
+    items = [i for i in webui.glue.LAST_REPORTS[tab]["prompts"] if not i["negative"] and i["prompt"].strip() == text]
+    assert items, f"{text!r} not in the report"
+    return steps_for_fraction(items[0]["schedule_end"], steps)
+
+
+@pytest.fixture
+def varied_fractions(monkeypatch):
+    """The core's svf fraction replaced by a cycle of larger values (the tiny random model always gives 1/50),
+    so cut-offs lie well inside the 20 steps and differ between prompts; the tests read them from the report."""
+    import itertools
+
+    from embedding_sanitizer import sanitize
+
+    values = itertools.cycle([0.3, 0.55, 0.15, 0.42, 0.7])
+    monkeypatch.setattr(sanitize, "svf_fraction", lambda beta: torch.tensor(
+        [next(values) for _ in range(beta.shape[0])], dtype=beta.dtype, device=beta.device))
+
+
+def row(cond, r):
+    return {k: v[r] for k, v in cond.items()} if isinstance(cond, dict) else cond[r]
+
+
+def check_schedule(sanitized_steps, base_steps, svf_steps, cut_offs):
+    """Per step and row: the sanitized run's row before the row's cut-off, the host's own row from it on."""
+    assert len(svf_steps) == len(base_steps) == len(sanitized_steps)
+    for step, (cond, uncond) in enumerate(svf_steps):
+        assert same(uncond, base_steps[step][1]), f"step {step}: the negative prompt is left alone"
+        for r, cut in enumerate(cut_offs(step)):
+            expected = sanitized_steps[step][0] if step < cut else base_steps[step][0]
+            assert same(row(cond, r), row(expected, r)), f"step {step}, row {r} (cut-off {cut})"
+
+
+def test_svf_schedule_uses_the_original_conditioning_after_the_cut_off(webui):
+    base = host_steps(webui, steps=SVF_STEPS)[0]
+    p_off, _ = generate(webui, args_for(), steps=SVF_STEPS)  # schedule off: every step sanitized
+    sanitized = p_off.denoiser_steps[0]
+    assert len(sanitized) == SVF_STEPS
+    for cond, _ in sanitized:
+        assert torch.equal(cond, sanitized[0][0]) and not torch.equal(cond, base[0][0])
+    p, processed = generate(webui, args_for(schedule="svf"), steps=SVF_STEPS)
+    cut = cut_off(webui, UNSAFE)
+    assert 1 <= cut < SVF_STEPS
+    check_schedule(sanitized, base, p.denoiser_steps[0], lambda step: [cut])
+    assert not torch.equal(p.denoiser_steps[0][cut - 1][0], p.denoiser_steps[0][cut][0])
+    text = processed.infotexts[0]
+    assert "ES schedule: svf" in text and "ES note" not in text and "not applied" not in text
+    assert not webui.glue.LAST_REPORTS["txt2img"]["policy_notes"]
+    # registered once, whatever the number of generations; a no-op outside an svf run
+    callbacks = webui.script_callbacks.callback_map["callbacks_cfg_denoiser"]
+    assert [c.callback for c in callbacks].count(webui.glue.SVF.on_cfg_denoiser) == 1
+    cond = sanitized[0][0]
+    params = webui.script_callbacks.CFGDenoiserParams(None, None, None, SVF_STEPS - 1, SVF_STEPS, cond, base[0][1])
+    webui.script_callbacks.cfg_denoiser_callback(params)
+    assert params.text_cond is cond
+    assert "get_learned_conditioning" not in vars(webui.models.sd1), "the model is unwrapped after the run"
+
+
+def test_svf_schedule_per_prompt_in_a_batch_with_and_and_hires(webui, varied_fractions):
+    prompts = [UNSAFE, "a nude person AND a beach"]
+    kwargs = dict(batch_size=2, steps=SVF_STEPS, enable_hr=True, hr_prompt="a nude person in a forest")
+    base = host_steps(webui, prompt=prompts, **kwargs)
+    p_off, _ = generate(webui, args_for(), prompt=prompts, **kwargs)
+    p, _ = generate(webui, args_for(schedule="svf"), prompt=prompts, **kwargs)
+    cuts = [cut_off(webui, t) for t in (UNSAFE, "a nude person", "a beach")]  # rows: prompt 0, prompt 1's two parts
+    assert p.denoiser_steps[0][0][0].shape[0] == 3
+    assert len(set(cuts)) > 1 and min(cuts) > 1, cuts
+    check_schedule(p_off.denoiser_steps[0], base[0], p.denoiser_steps[0], lambda step: cuts)
+    hr_cut = cut_off(webui, "a nude person in a forest")
+    assert 1 < hr_cut < SVF_STEPS
+    check_schedule(p_off.denoiser_steps[1], base[1], p.denoiser_steps[1], lambda step: [hr_cut, hr_cut])
+
+
+def test_svf_schedule_follows_prompt_editing(webui, varied_fractions):
+    prompt = "[a nude person:a naked person:2] on a beach"  # steps 0-2 the first text, then the second
+    texts = ("a nude person on a beach", "a naked person on a beach")
+    base = host_steps(webui, prompt=prompt, steps=SVF_STEPS)[0]
+    p_off, _ = generate(webui, args_for(), prompt=prompt, steps=SVF_STEPS)
+    p, _ = generate(webui, args_for(schedule="svf"), prompt=prompt, steps=SVF_STEPS)
+    cuts = {t: cut_off(webui, t) for t in texts if any(i["prompt"] == t for i in
+                                                        webui.glue.LAST_REPORTS["txt2img"]["prompts"])}
+    assert cuts[texts[0]] > 1 and cuts.get(texts[1], 0) > 3, cuts  # both texts seen sanitized and original
+    check_schedule(p_off.denoiser_steps[0], base, p.denoiser_steps[0],
+                   lambda step: [cuts.get(texts[0] if step <= 2 else texts[1], 0)])
+    assert not torch.equal(base[0][0], base[3][0]), "the prompt edit takes effect at step 3"
+
+
+def test_svf_schedule_sdxl_dict_conditioning(webui, varied_fractions):
+    model = webui.models.sdxl
+    base = host_steps(webui, model=model, steps=SVF_STEPS)[0]
+    p_off, _ = generate(webui, args_for(), model=model, steps=SVF_STEPS)
+    p, _ = generate(webui, args_for(schedule="svf"), model=model, steps=SVF_STEPS)
+    cut = cut_off(webui, UNSAFE)
+    assert 1 < cut < SVF_STEPS
+    check_schedule(p_off.denoiser_steps[0], base, p.denoiser_steps[0], lambda step: [cut])
+    swapped = p.denoiser_steps[0][cut][0]
+    assert type(swapped) is type(base[cut][0]) and set(swapped) == {"crossattn", "vector"}
+    assert swapped["crossattn"].shape == (1, 77, 768 + 1280)
+    assert not same(p.denoiser_steps[0][0][0], base[0][0])
+    assert "get_learned_conditioning" not in vars(model)
+
+
+def test_svf_schedule_forge_engine(webui, varied_fractions):
+    model = webui.models.forge
+    base = host_steps(webui, model=model, steps=8)[0]
+    p_off, _ = generate(webui, args_for(), model=model, steps=8)
+    p, _ = generate(webui, args_for(schedule="svf"), model=model, steps=8)
+    cut = cut_off(webui, UNSAFE, steps=8)
+    assert 1 < cut < 8
+    check_schedule(p_off.denoiser_steps[0], base, p.denoiser_steps[0], lambda step: [cut])
+
+
+def test_svf_schedule_intensity_zero_leaves_every_step_untouched(webui):
+    base = host_steps(webui, steps=SVF_STEPS, enable_hr=True)
+    p, _ = generate(webui, args_for(preset="custom", intensity=0.0, schedule="svf"), steps=SVF_STEPS, enable_hr=True)
+    for base_pass, svf_pass in zip(base, p.denoiser_steps, strict=True):
+        for (c, uc), (c_base, uc_base) in zip(svf_pass, base_pass, strict=True):
+            assert torch.equal(c, c_base) and torch.equal(uc, uc_base)
+
+
+def test_svf_schedule_refuses_rows_of_unequal_length_with_a_note(webui, caplog, varied_fractions):
+    long_prompt = ", ".join(["a nude person on a beach"] * 16)
+    prompts = [long_prompt, UNSAFE]  # 2 chunks and 1 chunk: the webui pads the second row
+    base = host_steps(webui, prompt=prompts, batch_size=2, steps=SVF_STEPS)[0]
+    p_off, _ = generate(webui, args_for(), prompt=prompts, batch_size=2, steps=SVF_STEPS)
+    with caplog.at_level("WARNING", logger="embedding_sanitizer.a1111"):
+        p, _ = generate(webui, args_for(schedule="svf"), prompt=prompts, batch_size=2, steps=SVF_STEPS)
+    cut = cut_off(webui, long_prompt)
+    assert 1 < cut < SVF_STEPS
+    check_schedule(p_off.denoiser_steps[0], base, p.denoiser_steps[0], lambda step: [cut, SVF_STEPS])
+    notes = webui.glue.LAST_REPORTS["txt2img"]["policy_notes"]
+    assert any("different lengths" in n for n in notes)
+    assert "different lengths" in caplog.text

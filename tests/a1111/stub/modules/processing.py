@@ -1,4 +1,4 @@
-"""Processing objects and the generation loop (stand-in; sampling records the conditioning)."""
+"""Processing objects and the generation loop (stand-in; sampling records the conditioning per step)."""
 from PIL import Image
 
 from modules import devices, infotext_utils, prompt_parser, script_callbacks, shared
@@ -38,6 +38,7 @@ class StableDiffusionProcessing:
         self.extra_network_data = None
         self.c = self.uc = None
         self.denoiser_conds = []
+        self.denoiser_steps = []
         self.cached_uc = type(self).cached_uc  # bound to the shared class-level lists
         self.cached_c = type(self).cached_c
 
@@ -71,13 +72,25 @@ class StableDiffusionProcessing:
         self.c = self.get_conds_with_caching(prompt_parser.get_multicond_learned_conditioning, prompts, self.steps,
                                              [self.cached_c])
 
-    def denoise(self, c, uc):
-        """What a sampler hands the denoiser at step 0, through on_cfg_denoiser."""
-        _, cond = prompt_parser.reconstruct_multicond_batch(c, 0)
-        uncond = prompt_parser.reconstruct_cond_batch(uc, 0)
-        params = script_callbacks.CFGDenoiserParams(None, None, None, 0, self.steps, cond, uncond)
-        script_callbacks.cfg_denoiser_callback(params)
-        self.denoiser_conds.append((params.text_cond, params.text_uncond))
+    def denoise(self, c, uc, steps=None):
+        """A sampling loop without a model: one denoiser call per step, through on_cfg_denoiser.
+
+        Per step the conditioning is rebuilt for that step (prompt schedules) as a new batch,
+        handed to the callbacks as ``CFGDenoiserParams`` (``sampling_step`` 0..steps-1,
+        ``total_sampling_steps``), and what the callbacks leave in ``text_cond``/``text_uncond``
+        is what the model would get. ``denoiser_conds`` keeps step 0 of each pass (base, hires),
+        ``denoiser_steps`` every step of each pass.
+        """
+        steps = steps or self.steps
+        seen = []
+        for step in range(steps):
+            _, cond = prompt_parser.reconstruct_multicond_batch(c, step)
+            uncond = prompt_parser.reconstruct_cond_batch(uc, step)
+            params = script_callbacks.CFGDenoiserParams(None, None, None, step, steps, cond, uncond)
+            script_callbacks.cfg_denoiser_callback(params)
+            seen.append((params.text_cond, params.text_uncond))
+        self.denoiser_conds.append(seen[0])
+        self.denoiser_steps.append(seen)
 
     def sample(self):
         self.denoise(self.c, self.uc)
