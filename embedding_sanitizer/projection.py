@@ -213,4 +213,5 @@ def steps_for_fraction(fraction: float, total_steps: int) -> int:
     """How many of ``total_steps`` steps a fraction covers (at least one when fraction > 0)."""
     if fraction <= 0:
         return 0
-    return max(1, min(total_steps, int(math.ceil(fraction * total_steps - 1e-9))))
+    # fractions often arrive as float32 (0.1 -> 0.10000000149): round before the ceiling
+    return max(1, min(total_steps, int(math.ceil(round(float(fraction) * total_steps, 6)))))

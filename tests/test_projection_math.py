@@ -87,6 +87,8 @@ def test_svf_fraction_matches_released_table():
     assert steps_for_fraction(0.22, 20) == 5
     assert steps_for_fraction(0.02, 50) == 1
     assert steps_for_fraction(0.0, 30) == 0
+    for fraction, steps in ((0.10, 5), (0.14, 7), (0.18, 9), (0.20, 10)):  # float32 inputs must not overshoot
+        assert steps_for_fraction(float(torch.tensor(fraction, dtype=torch.float32)), 50) == steps
 
 
 def test_relevance_and_null_calibration():
