@@ -57,7 +57,10 @@ def _wrap_embeddings(model, stub_models):
 
 @pytest.fixture(scope="module")
 def webui(clip_weights, tmp_path_factory):
-    pytest.importorskip("gradio")
+    if os.environ.get("CI"):  # in CI a missing gradio is a broken setup, not a reason to skip the layer
+        import gradio  # noqa: F401
+    else:
+        pytest.importorskip("gradio")
     saved_path = list(sys.path)
     saved_env = os.environ.get("A1111_STUB_DATA")
     data = tmp_path_factory.mktemp("a1111-data")
