@@ -11,8 +11,8 @@ or the call happens outside a generation) it returns the original's result objec
 itself, so behaviour is exactly the host's; so does a call inside ``Hook.bypass()``
 (the svf schedule's way to get the original conditioning next to the sanitized one).
 During a run it sanitizes the output with the exact chunk token ids from
-``process_texts`` and returns a new tensor of the same shape (and the host's pooled
-output untouched, for SDXL CLIP-G).
+``process_texts`` and returns a new tensor of the same shape (and, for SDXL CLIP-G, a
+new pooled vector cleaned in its own concept span: ``pooled``).
 
 Conditioning caches: the webui keys them on prompts and model settings only, not on
 extension state. ``shadow_cond_caches`` gives the processing object fresh, empty cache

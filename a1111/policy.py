@@ -16,18 +16,18 @@ Policy file format (every key optional)::
      "defaults": {"enabled": true, "preset": "high"}}
 
 ``defaults`` become the Settings-page defaults. A policy file that cannot be read is an
-error at every generation (the lock fails closed, never open).
+error at every generation (the lock fails closed, never open). The parser is the core's
+``Policy.parse_json``, shared with the ComfyUI nodes' ``models/embedding_sanitizer/policy.json``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedding_sanitizer import MODES, Policy, Settings, SettingsError
-from embedding_sanitizer.settings import FIELD_BY_NAME, parse_concepts
+from embedding_sanitizer import Policy, SettingsError
+from embedding_sanitizer.settings import parse_concepts
 
-POLICY_KEYS = ("locked", "min_intensity", "forced_mode", "required_concepts", "defaults")
+POLICY_KEYS = Policy.KEYS
 
 
 class PolicyFileError(ValueError):
@@ -47,39 +47,22 @@ def read_policy_file(path: str | Path | None) -> PolicyFile:
         return PolicyFile()
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyFileError(f"Embedding Sanitizer policy file {path.name!r} does not exist "
                               "(--embedding-sanitizer-policy)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise PolicyFileError(f"Embedding Sanitizer policy file {path.name!r} cannot be read: {exc}") from None
-    if not isinstance(raw, dict):
-        raise PolicyFileError(f"policy file {path.name!r} must hold a JSON object")
-    unknown = set(raw) - set(POLICY_KEYS)
-    if unknown:
-        raise PolicyFileError(f"policy file {path.name!r}: unknown key(s) {sorted(unknown)}; "
-                              f"known: {list(POLICY_KEYS)}")
     try:
-        policy = make_policy(bool(raw.get("locked", False)), raw.get("min_intensity", 0.0),
-                             raw.get("forced_mode", ""), raw.get("required_concepts", ()))
-        defaults = dict(raw.get("defaults") or {})
-        Settings.from_dict(defaults)  # validate now, not at the first generation
-    except (SettingsError, TypeError, ValueError) as exc:
-        raise PolicyFileError(f"policy file {path.name!r}: {exc}") from None
+        policy, defaults = Policy.parse_json(text, path.name)
+    except SettingsError as exc:
+        raise PolicyFileError(str(exc)) from None
     return PolicyFile(policy, defaults, str(path))
 
 
 def make_policy(locked: bool, min_intensity, forced_mode: str | None, required_concepts) -> Policy:
     """A validated ``Policy`` from loosely typed values (Settings page or file)."""
-    spec = FIELD_BY_NAME["intensity"]
-    floor = float(min_intensity or 0.0)
-    if not spec.minimum <= floor <= spec.maximum:
-        raise SettingsError(f"policy min_intensity {floor} is outside [{spec.minimum}, {spec.maximum}]")
-    forced = (forced_mode or "").strip()
-    if forced and (forced not in MODES or forced == "off"):
-        raise SettingsError(f"policy forced_mode {forced!r} must be one of {[m for m in MODES if m != 'off']}")
-    return Policy(locked=bool(locked), min_intensity=floor, forced_mode=forced,
-                  required_concepts=parse_concepts(required_concepts or ()))
+    return Policy.make(locked, min_intensity, forced_mode, required_concepts)
 
 
 def stricter(a: Policy, b: Policy) -> Policy:

@@ -19,6 +19,7 @@ from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words, score_color, text_color
 from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
 
+from . import pooled
 from .encoder import WebuiTextEncoder
 
 log = logging.getLogger("embedding_sanitizer.a1111")
@@ -179,8 +180,8 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
         elif any(f > 0 for f in ends):
             state.note_once(SVF_UNMAPPED)
     new = result.embeddings
-    if isinstance(out, tuple):
-        return (new,) + tuple(out[1:])
+    if isinstance(out, tuple):  # (z, pooled): only the pooled vector may change besides z
+        return (new,) + pooled.sanitize_rest(encoder, state, result, tuple(out[1:]))
     return new
 
 

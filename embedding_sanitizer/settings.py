@@ -8,7 +8,9 @@ out-of-range values raise ``SettingsError`` with a message naming the field.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MODES = ("off", "es", "safree", "es+safree")
@@ -213,6 +215,65 @@ class Policy:
     min_intensity: float = 1.0
     forced_mode: str = ""
     required_concepts: tuple[str, ...] = field(default_factory=tuple)
+    KEYS = ("locked", "min_intensity", "forced_mode", "required_concepts", "defaults")  # policy-file keys
+
+    # -- the policy file, shared by the A1111 and ComfyUI glue ---------------------------------
+    # Format (every key optional; ``defaults`` are initial settings a front end may offer)::
+    #
+    #     {"locked": true, "min_intensity": 1.0, "forced_mode": "safree",
+    #      "required_concepts": ["nudity", "gore"], "defaults": {"preset": "high"}}
+
+    @classmethod
+    def make(cls, locked: bool, min_intensity, forced_mode: str | None, required_concepts) -> "Policy":
+        """A validated policy from loosely typed values (a settings page or a policy file)."""
+        spec = FIELD_BY_NAME["intensity"]
+        try:
+            floor = float(min_intensity or 0.0)
+        except (TypeError, ValueError):
+            raise SettingsError(f"policy min_intensity must be a number, got {min_intensity!r}") from None
+        if not spec.minimum <= floor <= spec.maximum:
+            raise SettingsError(f"policy min_intensity {floor} is outside [{spec.minimum}, {spec.maximum}]")
+        forced = (forced_mode or "").strip()
+        if forced and (forced not in MODES or forced == "off"):
+            raise SettingsError(f"policy forced_mode {forced!r} must be one of {[m for m in MODES if m != 'off']}")
+        return cls(locked=bool(locked), min_intensity=floor, forced_mode=forced,
+                   required_concepts=parse_concepts(required_concepts or ()))
+
+    @classmethod
+    def parse_json(cls, text: str, source: str = "policy") -> tuple["Policy", dict]:
+        """(policy, validated ``defaults``) from a policy file's text; ``SettingsError`` names ``source``."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"Embedding Sanitizer policy file {source!r} cannot be read: {exc}") from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"policy file {source!r} must hold a JSON object")
+        unknown = set(raw) - set(cls.KEYS)
+        if unknown:
+            raise SettingsError(f"policy file {source!r}: unknown key(s) {sorted(unknown)}; "
+                                f"known: {list(cls.KEYS)}")
+        try:
+            policy = cls.make(bool(raw.get("locked", False)), raw.get("min_intensity", 0.0),
+                              raw.get("forced_mode", ""), raw.get("required_concepts", ()))
+            defaults = dict(raw.get("defaults") or {})
+            Settings.from_dict(defaults)  # validate now, not at the first generation
+        except (SettingsError, TypeError, ValueError) as exc:
+            raise SettingsError(f"policy file {source!r}: {exc}") from None
+        return policy, defaults
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "policy") -> "Policy":
+        return cls.parse_json(text, source)[0]
+
+    @classmethod
+    def from_file(cls, path) -> "Policy":
+        """The policy in a JSON policy file; an unreadable or malformed file raises ``SettingsError``."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"Embedding Sanitizer policy file {path.name!r} cannot be read: {exc}") from None
+        return cls.from_json(text, path.name)
 
     def enforce(self, settings: Settings) -> tuple[Settings, list[str]]:
         """Return settings that satisfy the policy, and what was overridden."""

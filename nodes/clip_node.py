@@ -1,6 +1,7 @@
 """Embedding Sanitizer (CLIP): CLIP -> CLIP patch that sanitizes every encode downstream."""
 from __future__ import annotations
 
+from . import policy
 from .proxy import Patch, patch_clip
 from .schema import CATEGORY, settings_from_inputs, settings_inputs
 
@@ -12,8 +13,9 @@ class EmbeddingSanitizerCLIP:
         "(or any encode node) to this node's output; the input CLIP and other branches stay untouched, so "
         "wire the negative prompt to the original CLIP to leave it alone. Covers SD1.x, SD2.x, SDXL (CLIP-L "
         "and CLIP-G separately), SD3 and Flux (CLIP streams; T5 through the training-free projection); "
-        "pooled vectors are not edited (see the report). The token heatmap is drawn in this node after "
-        "each run. The 'svf' schedule needs a Sanitize Conditioning node after the encode.")
+        "the pooled vectors that SDXL, SD3 and Flux condition on are cleaned too. An admin policy file "
+        "(models/embedding_sanitizer/policy.json) overrides these settings. The token heatmap is drawn in "
+        "this node after each run. The 'svf' schedule needs a Sanitize Conditioning node after the encode.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CLIP",)
     RETURN_NAMES = ("clip",)
@@ -28,9 +30,13 @@ class EmbeddingSanitizerCLIP:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return policy.state_key()  # re-run when the admin policy file changes
+
     def patch(self, clip, unique_id=None, **kwargs):
         settings, choice = settings_from_inputs(kwargs)
-        notes = []
+        settings, notes = policy.enforce(settings)
         if settings.schedule == "svf":
             notes.append("schedule 'svf': a CLIP patch returns one embedding; pass the conditioning through "
                          "'Sanitize Conditioning' to use it for the early steps only")

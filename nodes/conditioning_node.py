@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from . import registry
+from . import policy, registry
 from .proxy import Patch, is_close, patch_clip, unwrap
 from .report import image_tensor
 from .schema import CATEGORY, settings_from_inputs, settings_inputs
@@ -37,13 +37,19 @@ class EmbeddingSanitizerConditioning:
         "CLIP), or feed conditioning encoded by a CLIP patched with 'Embedding Sanitizer (CLIP)' (then the text "
         "is not needed). This node's settings apply either way. With schedule 'svf' the output uses the "
         "sanitized embedding only for the early part of sampling (start_percent/end_percent) and the original "
-        "for the rest. Outputs the heatmap as an IMAGE and the JSON report as a STRING.")
+        "for the rest. The pooled vector (SDXL, SD3, Flux) is cleaned too. An admin policy file "
+        "(models/embedding_sanitizer/policy.json) overrides these settings. Outputs the heatmap as an IMAGE and "
+        "the JSON report as a STRING.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CONDITIONING", "IMAGE", "STRING")
     RETURN_NAMES = ("conditioning", "heatmap", "report")
     OUTPUT_TOOLTIPS = ("The sanitized conditioning (new lists and dicts; the input is not modified).",
                        "Per-word harm scores as an image.", "What was scored and changed, as JSON.")
     FUNCTION = "sanitize"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return policy.state_key()  # re-run when the admin policy file changes
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -63,7 +69,8 @@ class EmbeddingSanitizerConditioning:
 
     def sanitize(self, conditioning, clip, text="", unique_id=None, **kwargs):
         settings, choice = settings_from_inputs(kwargs)
-        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None)
+        settings, notes = policy.enforce(settings)
+        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None, notes)
         inner = unwrap(clip.cond_stage_model)
         text = text or ""
         text_record = None
@@ -92,7 +99,7 @@ class EmbeddingSanitizerConditioning:
                 prepared = True
             new, entry = patch.apply(record)
             entries.append(entry)
-            out.extend(self._entries(new[0], original, extras, entry, settings.schedule == "svf"))
+            out.extend(self._entries(new, record.original, original, extras, entry, settings.schedule == "svf"))
         heatmaps = [h for e in entries for h in e["heatmap"]]
         report = {"node": "EmbeddingSanitizerConditioning", "entries": entries}
         image = image_tensor(heatmaps, title="Embedding Sanitizer")
@@ -101,13 +108,19 @@ class EmbeddingSanitizerConditioning:
         return {"ui": ui, "result": (out, image, json.dumps(report, indent=1, default=str))}
 
     @staticmethod
-    def _entries(sanitized, original, extras, entry, schedule):
+    def _entries(new, recorded, original, extras, entry, schedule):
+        """``new``: the sanitized encode output; ``recorded``: the host's own; ``original``: its cond tensor."""
+        sanitized = new[0]
+        sanitized_extras, original_extras = dict(extras), dict(extras)
+        if entry.get("pooled") and "pooled_output" in extras and len(new) > 1 and len(recorded) > 1:
+            sanitized_extras["pooled_output"] = new[1]  # the family's pooled vector, cleaned
+            original_extras["pooled_output"] = recorded[1]
         fraction = entry.get("schedule_end")
         if not schedule or not fraction:
-            return [[sanitized, dict(extras)]]
+            return [[sanitized, sanitized_extras]]
         start = float(extras.get("start_percent", 0.0))
         end = float(extras.get("end_percent", 1.0))
         split = min(end, max(start, start + fraction * (end - start)))
-        early = dict(extras, start_percent=start, end_percent=split)
-        late = dict(extras, start_percent=split, end_percent=end)
+        early = dict(sanitized_extras, start_percent=start, end_percent=split)
+        late = dict(original_extras, start_percent=split, end_percent=end)
         return [[sanitized, early], [original, late]]

@@ -4,6 +4,8 @@
 chunking); ``encode_chunks`` runs the stream's ``SDClipModel.encode`` with the
 clip options currently set (so the rows come from the same layer as the
 conditioning), and ``pooled`` is the row at the first EOS of that same layer.
+``host_pooled`` is different: it is the stream's own pooled output (what ComfyUI hands
+the diffusion model as ``pooled_output``), used for the pooled concept span.
 """
 from __future__ import annotations
 
@@ -121,3 +123,37 @@ class ComfyStreamEncoder(TextEncoder):
                                                                                dtype=torch.long))
         pooled = rows[torch.arange(rows.shape[0], device=rows.device), first.to(rows.device)]
         return EncoderOutput(rows, pooled)
+
+    # -- the host's pooled output ----------------------------------------------------------------
+    @property
+    def pooled_key(self) -> str:
+        """Cache key of the pooled concept span: encoder, layer, and the pooled projection option."""
+        projected = getattr(self.model, "return_projected_pooled", None)
+        return f"{self.cache_key}|pooled|projected={projected}"
+
+    def host_pooled(self, texts, batch: int = 16) -> torch.Tensor:
+        """``[N, Dp]``: the stream's own pooled output for each text, float32 on the CPU.
+
+        Each text is tokenized by the stream's ComfyUI tokenizer and its first chunk encoded by
+        the stream's ``encode``, exactly as ``encode_token_weights`` computes the pooled vector it
+        returns (the pooled row of the first chunk); texts are batched by chunk length.
+        """
+        if self.tokenizer is None:
+            raise RuntimeError(f"no tokenizer for stream {self.stream}")
+        rows = []
+        for text in texts:
+            chunks = self.tokenizer.tokenize_with_weights(text, disable_weights=True)
+            rows.append([entry[0] for entry in chunks[0]])
+        out: list = [None] * len(rows)
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(len(row), []).append(i)
+        for indices in by_length.values():
+            for start in range(0, len(indices), batch):
+                part = indices[start:start + batch]
+                pooled = self.model.encode([rows[i] for i in part])[1]
+                if pooled is None:
+                    raise RuntimeError(f"stream {self.stream} returns no pooled output")
+                for i, vector in zip(part, pooled.float().cpu()):
+                    out[i] = vector
+        return torch.stack(out)

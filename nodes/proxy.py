@@ -10,6 +10,12 @@ is then replayed on the recorded outputs with each stream sanitized by the
 core, so the host's own combination (SDXL concat and cut, SD3 padding and T5
 concat, Flux T5-only) builds the result. The shared inner model is never
 mutated; the original CLIP and other branches never see the proxy.
+
+Pooled vectors: where the family passes a stream's pooled output on (SDXL: CLIP-G, Flux:
+CLIP-L, SD3: both), that stream's recorded pooled output is replaced, before the replay, by
+a new tensor cleaned in the pooled concept span (``embedding_sanitizer.pooled``) with the
+largest edit weight of the stream's word rows; the span is built from the stream's own
+pooled outputs of the concept list (``ComfyStreamEncoder.host_pooled``).
 """
 from __future__ import annotations
 
@@ -20,13 +26,14 @@ from dataclasses import dataclass, field
 import torch
 
 from embedding_sanitizer import Sanitizer, Settings
+from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE, prompt_weights, sanitize_pooled
 from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
 
 from . import registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
 from .report import heatmap_words, summary
-from .streams import NOT_COVERED, family_of, layout_for
+from .streams import NOT_COVERED, POOLED, family_of, layout_for
 from .weights import AUTO, resolve
 
 log = logging.getLogger("embedding_sanitizer.comfyui")
@@ -174,16 +181,27 @@ class Patch:
         """Sanitize a recorded encode: (output tuple like the family's, result entry)."""
         entry = {"family": record.family, "settings": self.settings.to_dict(), "streams": {}, "heatmap": [],
                  "not_covered": list(NOT_COVERED.get(record.family, [])), "notes": self.notes + record.notes,
-                 "schedule_end": None}
+                 "schedule_end": None, "pooled": {}}
         if record.family is None:
             entry["not_covered"] = ["all streams"]
             return record.original, entry
+        pooled_streams, pooled_label = POOLED.get(record.family, ((), ""))
         replay: dict[str, list] = {}
         fractions = []
+        pooled_gaps = []
         for rec in record.streams:
             out = rec.output
-            new_out = self._sanitize_stream(rec, out, len(record.streams), entry, fractions)
+            new_out, result = self._sanitize_stream(rec, out, len(record.streams), entry, fractions)
+            if rec.stream in pooled_streams:
+                new_out, gap = self._sanitize_pooled(rec, new_out, result, entry)
+                if gap:
+                    pooled_gaps.append(gap)
             replay.setdefault(rec.stream, []).append(new_out)
+        if pooled_label:
+            missing = [s for s in pooled_streams if not any(r.stream == s for r in record.streams)]
+            pooled_gaps += [f"{s}: stream not present" for s in missing]
+            if pooled_gaps:
+                entry["not_covered"].append(f"{pooled_label}: passed through unchanged ({'; '.join(pooled_gaps)})")
         players = {name: _Replayer(getattr(record.inner, name), outs) for name, outs in replay.items()}
         out = type(record.inner).encode_token_weights(_View(record.inner, players), record.token_weight_pairs)
         if fractions:
@@ -191,13 +209,46 @@ class Patch:
         entry["summary"] = summary(entry)
         return tuple(out), entry
 
+    def _sanitize_pooled(self, rec: StreamRecord, out: tuple, result, entry: dict) -> tuple[tuple, str]:
+        """(stream output with a new pooled tensor, "" or why the pooled vector was left as it was)."""
+        pooled = out[1] if len(out) > 1 else None
+        if result is None:
+            return out, f"{rec.stream}: its token rows were passed through"
+        if not torch.is_tensor(pooled) or pooled.dim() != 2:
+            return out, f"{rec.stream}: no pooled output"
+        weight = prompt_weights(result.weights, result.roles).to(torch.float32)
+        if weight.shape[0] != pooled.shape[0]:
+            weight = weight.amax().expand(pooled.shape[0])
+        largest = float(weight.max()) if weight.numel() else 0.0
+        if largest <= 0:
+            new = pooled.clone()
+        else:
+            try:
+                subspace = DEFAULT_POOLED_CACHE.get(rec.encoder.pooled_key, rec.encoder.host_pooled,
+                                                    self.settings.concept_list)
+                with torch.no_grad():  # the span is built under inference mode
+                    new = sanitize_pooled(pooled, weight, subspace)
+            except (RuntimeError, ValueError) as exc:
+                _warn_once(("pooled", rec.stream, str(exc)), "Embedding Sanitizer: %s pooled vector passed "
+                           "through unchanged: %s", rec.stream, exc)
+                return out, f"{rec.stream}: {exc}"
+        previous = entry["pooled"].get(rec.stream, {}).get("weight", 0.0)
+        entry["pooled"][rec.stream] = {"weight": round(max(largest, previous), 4),
+                                       "changed": bool(largest > 0 and not torch.equal(new, pooled))}
+        note = (f"{rec.stream} pooled: sanitized with weight {largest:.3g}" if largest > 0 else
+                f"{rec.stream} pooled: unchanged (no word edited)")
+        if note not in entry["notes"]:
+            entry["notes"].append(note)
+        return (out[0], new) + tuple(out[2:]), ""
+
     def _sanitize_stream(self, rec: StreamRecord, out: tuple, n_streams: int, entry: dict, fractions: list):
+        """(stream output with sanitized rows, the core's result or None when passed through)."""
         cond = out[0]
         try:
             ids = ids_from_chunks(rec.token_weight_pairs, rec.encoder.layout)
         except UnsupportedTokens as exc:
             entry["notes"].append(f"{rec.stream}: passed through unchanged ({exc})")
-            return out
+            return out, None
         chunk = rec.encoder.layout.chunk_length
         if cond.shape[1] != ids.shape[1] or (chunk and ids.shape[1] % chunk) or \
                 (chunk is None and len(rec.token_weight_pairs) != 1):
@@ -205,7 +256,7 @@ class Patch:
                                   f"line up with the {cond.shape[1]} encoded rows)")
             _warn_once(("align", rec.stream), "Embedding Sanitizer: %s rows do not line up with the tokens; "
                        "passed through unchanged", rec.stream)
-            return out
+            return out, None
         sanitizer, settings, notes = self._sanitizer_for(rec, n_streams)
         entry["notes"].extend(n for n in notes if n not in entry["notes"])
         pieces = rec.encoder.pieces_for(ids)
@@ -218,7 +269,7 @@ class Patch:
                                  "words": heatmap_words(pieces[0], result.scores[0].tolist(), result.flagged[0])})
         if result.schedule_end is not None:
             fractions.append(float(result.schedule_end[0]))
-        return (result.embeddings,) + tuple(out[1:])
+        return (result.embeddings,) + tuple(out[1:]), result
 
 
 class SanitizedTextModel:

@@ -24,6 +24,9 @@ def summary(record: dict) -> str:
     for stream in record.get("heatmap", []):
         flagged = [w for w, _, f in stream["words"] if f]
         parts.append(f"{stream['stream']}: {len(flagged)} flagged" + (f" ({', '.join(flagged[:6])})" if flagged else ""))
+    for stream, pooled in (record.get("pooled") or {}).items():
+        if pooled.get("changed"):
+            parts.append(f"{stream} pooled: sanitized (weight {pooled['weight']:.2f})")
     return "; ".join(parts) or "nothing sanitized"
 
 

@@ -24,13 +24,19 @@ FAMILIES = {
 NOT_COVERED = {
     "sd1": ["pooled_output (CLIP-L pooled vector; SD1 UNets do not use it)"],
     "sd2": ["pooled_output (CLIP-H pooled vector; SD2 UNets do not use it)"],
-    "sdxl": ["pooled_output (CLIP-G projected pooled vector, part of SDXL's 'vector' conditioning)"],
-    "sdxl-refiner": ["pooled_output (CLIP-G projected pooled vector)"],
-    "sd3": ["pooled_output (CLIP-L + CLIP-G pooled vectors, SD3's 'y' conditioning)",
-            "t5xxl stream: training-free projection only (no learned ES weights for T5)"],
-    "flux": ["pooled_output (CLIP-L pooled vector, Flux's 'vector' conditioning; the CLIP-L token rows "
-             "are sanitized but Flux only reads the pooled vector from CLIP-L)",
-             "t5xxl stream: training-free projection only (no learned ES weights for T5)"],
+    "sd3": ["t5xxl stream: training-free projection only (no learned ES weights for T5)"],
+    "flux": ["t5xxl stream: training-free projection only (no learned ES weights for T5)"],
+}
+
+# Families whose diffusion model conditions on a pooled vector: the streams whose pooled
+# output the family passes on, and what it is. Each stream's pooled output is sanitized in
+# its own pooled concept span (``embedding_sanitizer.pooled``) before the family combines
+# them, so SD3's CLIP-L + CLIP-G concatenation gets both halves cleaned separately.
+POOLED = {
+    "sdxl": (("clip_g",), "pooled_output (CLIP-G projected pooled vector, part of SDXL's 'vector' conditioning)"),
+    "sdxl-refiner": (("clip_g",), "pooled_output (CLIP-G projected pooled vector)"),
+    "sd3": (("clip_l", "clip_g"), "pooled_output (CLIP-L + CLIP-G pooled vectors, SD3's 'y' conditioning)"),
+    "flux": (("clip_l",), "pooled_output (CLIP-L pooled vector, Flux's 'vector' conditioning)"),
 }
 
 

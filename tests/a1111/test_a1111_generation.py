@@ -239,11 +239,33 @@ def test_sdxl_dict_conditioning(webui):
     assert c["vector"].shape == (1, 1280 + 3 * 512)
     assert not torch.equal(c["crossattn"][..., :768], c_base["crossattn"][..., :768]), "CLIP-L part"
     assert not torch.equal(c["crossattn"][..., 768:], c_base["crossattn"][..., 768:]), "CLIP-G part"
-    assert torch.equal(c["vector"], c_base["vector"]), "the pooled vector is passed through (documented)"
+    # vector = G pooled (1280) + size/crop embeddings: only the pooled slice changes, towards less concept
+    assert torch.equal(c["vector"][:, 1280:], c_base["vector"][:, 1280:]), "size and crop embeddings"
+    assert not torch.equal(c["vector"][:, :1280], c_base["vector"][:, :1280]), "CLIP-G pooled part"
+    from a1111.encoder import adapter_for
+    from a1111.pooled import host_pooled
+    from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE
+
+    encoder = adapter_for(model.conditioner.embedders[1])
+    assert torch.allclose(host_pooled(encoder, [long_prompt]), c_base["vector"][:, :1280].float(), atol=1e-5), \
+        "the pooled concept span is built from the host's own pooled outputs"
+    sub = DEFAULT_POOLED_CACHE.get(f"{encoder.cache_key}|pooled", None, ("nude person", "nudity"))
+    change = (c["vector"][:, :1280] - c_base["vector"][:, :1280]).detach().float()
+    outside = change - (change @ sub.basis) @ sub.basis.T
+    assert float(outside.norm()) < 1e-3 * float(change.norm()), "the edit stays inside the concept span"
     assert same(uc, uc_base)
     assert same(p_off.denoiser_conds[0][0], c_base)
     report = webui.glue.LAST_REPORTS["txt2img"]
     assert report["prompts"][0]["words"][0]["text"] == "a"
+    assert any(n.startswith("webui-sdxl-g pooled vector: sanitized with weight") for n in report["policy_notes"])
+    # intensity 0 and a prompt with no edited word keep the whole vector bit for bit
+    p_zero, _ = generate(webui, args_for(preset="custom", intensity=0.0), prompt=long_prompt, model=model)
+    assert same(p_zero.denoiser_conds[0][0], c_base)
+    safe = "a wooden table in a quiet room"
+    safe_base = host_only(webui, prompt=safe, model=model)
+    p_safe, _ = generate(webui, args_for(preset="medium"), prompt=safe, model=model)
+    assert not any(w["weight"] > 0 for w in webui.glue.LAST_REPORTS["txt2img"]["prompts"][0]["words"])
+    assert torch.equal(p_safe.denoiser_conds[0][0]["vector"], safe_base[0][0]["vector"])
 
 
 def test_img2img(webui):

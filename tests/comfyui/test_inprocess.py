@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,12 +138,63 @@ def test_other_families(comfy, kind, width, streams):
     assert out[0][0].shape == plain[0][0].shape and out[0][0].shape[-1] == width
     entry = entry_of(comfy, out)
     assert sorted(entry["streams"]) == sorted(streams)
-    assert entry["not_covered"] and any("pooled" in n for n in entry["not_covered"])
+    assert not any("pooled" in n for n in entry["not_covered"]), "the pooled vector is covered"
+    assert sorted(entry["pooled"]) == sorted({"sdxl": ["clip_g"], "sd3": ["clip_l", "clip_g"],
+                                              "flux": ["clip_l"]}[kind])
+    assert all("t5xxl" in n for n in entry["not_covered"])
     assert not torch.equal(out[0][0], plain[0][0])
     zero = encode(comfy, patch(comfy, clip, intensity=0.0))
     assert torch.equal(zero[0][0], plain[0][0])
     if kind == "sdxl":  # each half sanitized with its own layout; BOS rows kept in both halves
         assert torch.equal(out[0][0][0, 0], plain[0][0][0, 0])
+
+
+SAFE_PROMPT = "mountain lake at dawn"
+
+
+@pytest.mark.parametrize("kind, stream", [("sdxl", "clip_g"), ("flux", "clip_l")])
+def test_pooled_vector_sanitized(comfy, kind, stream):
+    from tests.comfyui import host
+
+    clip = host.build_clip(kind, seed=1)
+    plain = encode(comfy, clip)
+    out = encode(comfy, patch(comfy, clip))
+    pooled, plain_pooled = out[0][1]["pooled_output"], plain[0][1]["pooled_output"]
+    assert pooled.shape == plain_pooled.shape and pooled.dtype == plain_pooled.dtype
+    assert not torch.equal(pooled, plain_pooled)
+    assert torch.equal(plain_pooled, encode(comfy, clip)[0][1]["pooled_output"]), "the host's pooled is untouched"
+    found = comfy["pack"].nodes.registry.lookup(out[0][0])
+    entry, record = found["entry"], found["record"]
+    assert entry["pooled"][stream]["changed"] and entry["pooled"][stream]["weight"] > 0
+    assert any(n.startswith(f"{stream} pooled: sanitized with weight") for n in entry["notes"])
+    assert not any("pooled" in n for n in entry["not_covered"])
+    assert "pooled" in entry["summary"]
+    # host_pooled is the host's own pooled output: the prompt's one is what ComfyUI returned
+    encoder = next(r.encoder for r in record.streams if r.stream == stream)
+    assert torch.allclose(encoder.host_pooled([PROMPT]), plain_pooled.float().cpu(), atol=1e-5)
+    # the concept span's part of the pooled vector shrinks
+    from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE
+
+    sub = DEFAULT_POOLED_CACHE.get(encoder.pooled_key, encoder.host_pooled, ("naked", "blood"))
+    inside = lambda v: float(((v.detach().float() - sub.center) @ sub.basis).norm())  # noqa: E731
+    assert inside(pooled) < inside(plain_pooled)
+    # intensity 0: bit-identical, and a new tensor
+    zero = encode(comfy, patch(comfy, clip, intensity=0.0))
+    assert torch.equal(zero[0][1]["pooled_output"], plain_pooled)
+    assert zero[0][1]["pooled_output"] is not plain_pooled
+    assert entry_of(comfy, zero)["pooled"][stream] == {"weight": 0.0, "changed": False}
+    # a prompt with nothing flagged keeps its pooled vector bit for bit
+    safe = encode(comfy, patch(comfy, clip), SAFE_PROMPT)
+    safe_entry = entry_of(comfy, safe)
+    assert not any(f for h in safe_entry["heatmap"] for _, _, f in h["words"])
+    assert safe_entry["pooled"][stream] == {"weight": 0.0, "changed": False}
+    assert torch.equal(safe[0][1]["pooled_output"], encode(comfy, clip, SAFE_PROMPT)[0][1]["pooled_output"])
+    # Sanitize Conditioning hands on the cleaned pooled vector too (and the original for svf's late steps)
+    cond = sanitize_node(comfy, plain, clip, text=PROMPT)["result"][0]
+    assert torch.allclose(cond[0][1]["pooled_output"], pooled, atol=1e-5)
+    early, late = sanitize_node(comfy, plain, clip, text=PROMPT, schedule="svf")["result"][0]
+    assert torch.allclose(early[1]["pooled_output"], pooled, atol=1e-5)
+    assert torch.equal(late[1]["pooled_output"], plain_pooled)
 
 
 def test_unknown_family_passes_through_with_note(comfy, caplog):
@@ -231,3 +283,37 @@ def test_calibrate_node_reports_missing_training_module(comfy, sd1_clip, monkeyp
     monkeypatch.setitem(sys.modules, "embedding_sanitizer.train", None)
     with pytest.raises(RuntimeError, match="calibration module"):
         node.calibrate(sd1_clip, "nudity")
+
+
+def test_admin_policy_file_locks_the_nodes(comfy, sd1_clip):
+    import folder_paths
+
+    plain = encode(comfy, sd1_clip)
+    folder = Path(folder_paths.models_dir) / "embedding_sanitizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    policy = folder / "policy.json"
+    clip_node = comfy["pack"].NODE_CLASS_MAPPINGS["EmbeddingSanitizerCLIP"]
+    before = clip_node.IS_CHANGED(**SETTINGS)
+    try:
+        policy.write_text(json.dumps({"locked": True, "min_intensity": 1.0, "required_concepts": ["naked"]}))
+        assert clip_node.IS_CHANGED(**SETTINGS) != before, "a new policy re-runs the nodes"
+        for changes in ({"intensity": 0.0}, {"mode": "off"}, {"enabled": False, "concepts": "blood"}):
+            out = encode(comfy, patch(comfy, sd1_clip, **changes))
+            assert not torch.equal(out[0][0], plain[0][0]), changes
+            entry = entry_of(comfy, out)
+            assert any(n.startswith("admin policy (models/embedding_sanitizer/policy.json)") for n in entry["notes"])
+            assert entry["settings"]["enabled"] and entry["settings"]["mode"] != "off"
+            assert entry["settings"]["intensity"] >= 1.0 and "naked" in entry["settings"]["concepts"]
+        result = sanitize_node(comfy, plain, sd1_clip, text=PROMPT, intensity=0.0, mode="off")["result"]
+        assert not torch.equal(result[0][0][0], plain[0][0])
+        notes = json.loads(result[2])["entries"][0]["notes"]
+        assert any("mode forced to 'safree' by policy" in n for n in notes)
+        assert any("intensity raised to the policy floor 1.0" in n for n in notes)
+        policy.write_text("{not json")  # a broken policy fails closed
+        with pytest.raises(ValueError, match="policy.json"):
+            patch(comfy, sd1_clip, intensity=0.0)
+        policy.write_text(json.dumps({"locked": False}))  # present but unlocked: the graph decides
+        assert torch.equal(encode(comfy, patch(comfy, sd1_clip, intensity=0.0))[0][0], plain[0][0])
+    finally:
+        policy.unlink(missing_ok=True)
+    assert torch.equal(encode(comfy, patch(comfy, sd1_clip, mode="off"))[0][0], plain[0][0])
