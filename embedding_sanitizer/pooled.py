@@ -62,7 +62,8 @@ def prompt_weights(weights: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
 def sanitize_pooled(pooled: torch.Tensor, weight: torch.Tensor, subspace: PooledSubspace) -> torch.Tensor:
     """Remove the concept span from ``pooled`` ``[B, Dp]`` with per-prompt ``weight`` ``[B]``.
 
-    Rows with weight 0 are returned bit for bit; dtype and device are kept.
+    Rows with weight 0 are returned bit for bit; dtype and device are kept. The weight is
+    capped at 1 (full removal): past that the concept part would flip sign and grow again.
     """
     if pooled.dim() != 2 or pooled.shape[-1] != subspace.center.shape[-1]:
         raise ValueError(f"pooled vector of shape {tuple(pooled.shape)} does not match the pooled concept "
@@ -71,6 +72,6 @@ def sanitize_pooled(pooled: torch.Tensor, weight: torch.Tensor, subspace: Pooled
     center = subspace.center.to(pooled.device)
     x = pooled.to(torch.float32)
     removed = x - ((x - center) @ basis) @ basis.T
-    w = weight.to(pooled.device, torch.float32).unsqueeze(-1)
+    w = weight.to(pooled.device, torch.float32).clamp(0.0, 1.0).unsqueeze(-1)
     edited = (x + w * (removed - x)).to(pooled.dtype)
     return torch.where(w > 0, edited, pooled)

@@ -38,3 +38,10 @@ def test_cache_builds_once():
     a = cache.get("enc", counting, ("nudity",))
     b = cache.get("enc", counting, ("Nudity",))
     assert a is b and len(calls) == 2
+
+
+def test_weight_above_one_is_full_removal_not_a_flip():
+    sub = build_pooled_subspace(fake_host_pooled, ("nudity",))
+    pooled = torch.randn(1, 16)
+    full = sanitize_pooled(pooled, torch.tensor([1.0]), sub)
+    assert torch.equal(sanitize_pooled(pooled, torch.tensor([2.5]), sub), full)
