@@ -36,13 +36,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .corpus import ChunkSet, CorpusGenerator, tokenize_samples
+from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .es_model import ESConfig, EmbeddingSanitizerNet
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
 CORPUS_VERSION = "1"
+# Benign filler words drawn from the encoder's tokenizer vocabulary (corpus.vocab); 0 = off (the default: on the
+# bundled encoder 2,000-4,000 words lowered COCO false positives but not localisation, so the shipped weights
+# are calibrated without them).
+VOCAB_WORDS = 0
 Progress = Callable[[int, int, str], None]
 
 
@@ -232,7 +236,7 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
               batch_size: int = 128, lr: float = 3e-3, hidden: int = 128, layers: int = 2, heads: int = 4,
               pad_rows: int = 3, val_fraction: float = 0.1, patience: int = 3, device: str | None = None,
               cache_dir: str | Path | None = "default", loss_weights: dict | None = None,
-              pos_weight: float = 2.0, threads: int | None = None) -> dict:
+              pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS) -> dict:
     """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
 
     ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
@@ -240,7 +244,8 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     budget is spent. ``concepts`` may name built-in packs (nudity, violence and their aliases) and any
     custom concepts; ``"concept=anchor"`` sets the safe replacement of a custom concept.
     ``threads`` sets torch's CPU thread count for the run (on a shared machine, fewer threads than
-    cores avoids oversubscription).
+    cores avoids oversubscription). ``vocab_words`` > 0 sprinkles that many whole words of the encoder's
+    own tokenizer vocabulary (filtered, ``corpus.vocab``) into contexts as benign filler.
     """
     previous_threads = torch.get_num_threads()
     if threads:
@@ -248,14 +253,14 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     try:
         return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
                           batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
-                          cache_dir, loss_weights, pos_weight)
+                          cache_dir, loss_weights, pos_weight, vocab_words)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
                lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
-               pos_weight) -> dict:
+               pos_weight, vocab_words) -> dict:
     t0 = time.perf_counter()
     progress = progress or _noop
     concepts = [str(c).strip() for c in concepts if str(c).strip()]
@@ -268,7 +273,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
 
     # 1. corpus
     progress(0, 1, "generating the synthetic corpus")
-    gen = CorpusGenerator(concepts, seed=seed)
+    extra_words = vocabulary_words(encoder, limit=vocab_words, seed=seed) if vocab_words > 0 else []
+    gen = CorpusGenerator(concepts, seed=seed, extra_words=extra_words)
     n_u, n_b = corpus_sizes(gen, n_unsafe, n_benign)
     samples = gen.generate(n_u, n_b)
     cs = tokenize_samples(samples, encoder, pad_rows=pad_rows)
@@ -278,6 +284,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     # 2. encode once (cached)
     t1 = time.perf_counter()
     corpus_settings = {"n_unsafe": n_u, "n_benign": n_b, "seed": seed, "pad_rows": pad_rows}
+    if extra_words:  # only then: the default corpus keeps its cache key
+        corpus_settings["vocab_words"] = len(extra_words)
     (rows, offsets), cached = encode_cached(encoder, concepts, corpus_settings, cs.chunks, cache, progress)
     t_encode = time.perf_counter() - t1
     ts = TrainingSet(cs, rows, offsets, encoder.layout, encoder.layout.chunk_length)

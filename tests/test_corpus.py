@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from embedding_sanitizer.corpus import CorpusGenerator, char_trick, resolve_concepts, tokenize_samples
+from embedding_sanitizer.corpus import CorpusGenerator, char_trick, resolve_concepts, tokenize_samples, vocabulary_words
 from embedding_sanitizer.corpus import wordlists as W
 from embedding_sanitizer.settings import DEFAULT_CONCEPTS
 
@@ -93,3 +93,39 @@ def minilm():
     from embedding_sanitizer.encoders.minilm import MiniLMEncoder
 
     return MiniLMEncoder()
+
+
+class _FakeTokenizer:
+    def get_vocab(self):
+        words = ["giraffe", "zeppelin", "nude", "nudes", "naked", "blood", "bloodied", "murderer", "##ing", "pornstar",
+                 "lantern", "kayak", "breasts", "a", "x1", "sexy", "greensboro", "cadaver", "tortured", "topless"]
+        return {w: i for i, w in enumerate(words)}
+
+
+class _FakeEncoder:
+    tokenizer = _FakeTokenizer()
+
+
+def test_vocabulary_words_leave_out_every_unsafe_stem():
+    words = vocabulary_words(_FakeEncoder(), limit=100, seed=0)
+    assert set(words) == {"zeppelin", "greensboro"}  # giraffe, kayak and lantern are already in W.EVERYDAY
+    assert vocabulary_words(_FakeEncoder(), limit=2, seed=0) == vocabulary_words(_FakeEncoder(), limit=2, seed=0)
+    assert len(vocabulary_words(_FakeEncoder(), limit=2, seed=0)) == 2
+    assert vocabulary_words(object()) == []  # an encoder without a tokenizer vocabulary adds nothing
+
+
+def test_vocabulary_words_of_the_bundled_tokenizer_are_benign(minilm):
+    words = set(vocabulary_words(minilm, limit=10 ** 6))
+    assert len(words) > 5000
+    term_words = {w for pack in W.BUILTIN.values() for t, _, _ in pack for w in t.lower().split() if len(w) > 3}
+    assert not words & term_words
+    assert not words & {"nude", "naked", "sexy", "porn", "blood", "murder", "corpse", "rape", "erotic", "topless"}
+
+
+def test_extra_words_are_sprinkled_as_benign_context():
+    extra = ["zeppelin", "greensboro", "kayaking"]
+    samples = CorpusGenerator(list(DEFAULT_CONCEPTS), seed=2, extra_words=extra).generate(100, 100)
+    used = [s for s in samples if any(w in s.text.split() for w in extra)]
+    assert used, "extra words never used"
+    for s in used:
+        assert not any(seg.concept and seg.text in extra for seg in s.segments)

@@ -125,7 +125,7 @@ def localize(runner, data: Path, captions: list[str], seed: int = 0) -> dict:
 
 
 def preserve(runner, coco: list[str]) -> dict:
-    cos_active, cos_all, moved, untouched, max_score = [], [], [], [], []
+    cos_active, cos_all, moved, moved_rel, untouched, max_score = [], [], [], [], [], []
     for part, tb, rows, res in runner.run(coco):
         out = res.embeddings.float()
         roles = res.roles
@@ -136,12 +136,16 @@ def preserve(runner, coco: list[str]) -> dict:
             cos_active.append(float(ca.mean()))
             cos_all.append(float(cos[k].mean()))
             moved.append(float((1 - ca).max()) > 0.05)
+            # the evaluate command's definition (evaluation/metrics.py): relative L2 row change
+            rel = (out[k] - rows[k]).norm(dim=-1) / rows[k].norm(dim=-1).clamp_min(1e-12)
+            moved_rel.append(float(rel[active[k]].max()) > 0.05)
             untouched.append(bool(torch.equal(out[k], rows[k])))
             max_score.append(float(res.scores[k].max()))
     n = len(cos_active)
     return {"captions": n, "mean_token_cos_active": round(sum(cos_active) / n, 5),
             "mean_token_cos_all_rows": round(sum(cos_all) / n, 5),
             "share_no_row_moved_over_0.05": round(1 - sum(moved) / n, 4),
+            "share_no_row_rel_change_over_0.05": round(1 - sum(moved_rel) / n, 4),
             "share_untouched": round(sum(untouched) / n, 4),
             "share_max_score_over_0.5": round(sum(s > 0.5 for s in max_score) / n, 4)}
 

@@ -32,6 +32,8 @@ def configure(parser) -> None:
     parser.add_argument("--unsafe-prompts", type=int, default=None, help="corpus size (default: by concept count)")
     parser.add_argument("--benign-prompts", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--vocab-words", type=int, default=0,
+                        help="benign filler words drawn from the encoder's tokenizer vocabulary (default 0: off)")
     parser.add_argument("--hidden", type=int, default=128, help="width of the sanitizer network")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -91,7 +93,7 @@ def run(args) -> int:
     summary = calibrate(encoder, concepts, args.out, progress=progress, time_budget_s=args.time_budget,
                         seed=args.seed, n_unsafe=args.unsafe_prompts, n_benign=args.benign_prompts,
                         epochs=args.epochs, hidden=args.hidden, threads=args.threads, layers=args.layers, device=args.device,
-                        cache_dir=cache)
+                        cache_dir=cache, vocab_words=args.vocab_words)
     for bar in bars.values():
         bar.close()
     history = summary.pop("history")

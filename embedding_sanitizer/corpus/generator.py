@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from . import wordlists as W
 
 SUGGESTIVE_STRENGTH = 0.6
+EXTRA_WORD_SHARE = 0.6  # share of sprinkled everyday words drawn from ``extra_words`` when given
+EXTRA_SPRINKLE_RATE = 0.65  # share of prompts that get everyday words when ``extra_words`` are given (else 0.5)
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
 
 
@@ -136,10 +138,13 @@ def char_trick(text: str, rng: random.Random) -> str:
 class CorpusGenerator:
     """Deterministic generator of calibration samples for a concept list."""
 
-    def __init__(self, concepts: list[str] | tuple[str, ...], seed: int = 0) -> None:
+    def __init__(self, concepts: list[str] | tuple[str, ...], seed: int = 0,
+                 extra_words: list[str] | tuple[str, ...] | None = None) -> None:
         if not concepts:
             raise ValueError("the concept list is empty: pass at least one concept (e.g. nudity,violence)")
         self.rng = random.Random(seed)
+        # benign filler words beyond W.EVERYDAY (e.g. the encoder's own vocabulary, ``corpus.vocab``)
+        self.extra_words = list(extra_words or [])
         self.packs, self.custom = resolve_concepts(list(concepts))
         self.terms: list[Term] = []
         for pack in self.packs:
@@ -272,10 +277,11 @@ class CorpusGenerator:
 
     def everyday(self, segs: list[Segment]) -> list[Segment]:
         """Sprinkle one to three everyday words (alone or as "with a ...") at random word boundaries."""
-        if self.rng.random() >= 0.5:
+        if self.rng.random() >= (EXTRA_SPRINKLE_RATE if self.extra_words else 0.5):
             return segs
         for _ in range(self.rng.randint(1, 3)):
-            word = self.pick(W.EVERYDAY)
+            pool = self.extra_words if self.extra_words and self.rng.random() < EXTRA_WORD_SHARE else W.EVERYDAY
+            word = self.pick(pool)
             text = word if self.rng.random() < 0.5 else f"{self.pick(['with a', 'and a', 'near the', 'the'])} {word}"
             segs.insert(self.rng.randint(0, len(segs)), Segment(text))
         return segs
