@@ -59,7 +59,7 @@ class Sanitizer:
         self.es_model = es_model
         self.es_meta = es_meta or {}
         self.cache = cache
-        self._on_device: dict[tuple, ConceptSubspace] = {}
+        self._on_device: dict[str, tuple[ConceptSubspace, ConceptSubspace]] = {}
 
     # -- resources -------------------------------------------------------------------------
     def subspace(self, concepts: tuple[str, ...], device: torch.device) -> ConceptSubspace:
@@ -67,11 +67,11 @@ class Sanitizer:
             raise SanitizerInputError("the projection needs the text encoder to encode the concept list; "
                                       "none was given to the Sanitizer")
         base = self.cache.get(self.encoder, concepts)
-        key = (id(base), str(device))
-        if key not in self._on_device:
-            self._on_device = {k: v for k, v in self._on_device.items() if k[0] == id(base)}
-            self._on_device[key] = base.to(device)
-        return self._on_device[key]
+        key = str(device)
+        held = self._on_device.get(key)
+        if held is None or held[0] is not base:  # identity, not id(): a freed subspace's id can be reused
+            held = self._on_device[key] = (base, base.to(device))
+        return held[1]
 
     # -- entry -----------------------------------------------------------------------------
     def sanitize(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout = SD1_CLIP_L,
