@@ -51,8 +51,8 @@ def clean(webui):
     webui.glue.HOOK.deactivate()
 
 
-def host_only(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
-    """Conditioning with the hook removed: what the webui computes without the extension."""
+def host_generation(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
+    """A generation with the hook removed: what the webui computes without the extension."""
     glue = webui.glue
     glue.HOOK.uninstall()
     try:
@@ -61,7 +61,12 @@ def host_only(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
     finally:
         glue.HOOK.install()
         reset_caches(webui)
-    return p.denoiser_conds
+    return p
+
+
+def host_only(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
+    """Conditioning with the hook removed (``denoiser_conds``)."""
+    return host_generation(webui, prompt, negative, model, **kwargs).denoiser_conds
 
 
 def same(a, b):
@@ -319,15 +324,7 @@ SVF_STEPS = 20
 
 def host_steps(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
     """Every step's conditioning of every pass without the extension (``denoiser_steps``)."""
-    glue = webui.glue
-    glue.HOOK.uninstall()
-    try:
-        reset_caches(webui)
-        p, _ = generate(webui, args_for(enabled=False), prompt, negative, model=model, **kwargs)
-    finally:
-        glue.HOOK.install()
-        reset_caches(webui)
-    return p.denoiser_steps
+    return host_generation(webui, prompt, negative, model, **kwargs).denoiser_steps
 
 
 def cut_off(webui, text, steps=SVF_STEPS, tab="txt2img"):
