@@ -24,17 +24,29 @@ the concept's meaning has leaked into the context rows too, and the correction
 head was trained to map each of them onto the aligned row of the safe anchor
 prompt (and to leave rows that need no change alone). ``edit_scope="tokens"``
 is the older rule: word rows by their own score, EOS/padding by the chunk's.
+
+Whole-prompt detector (``prompt_detector``, calibrated with the weights when
+``prompt_pooling`` is set): each chunk also gets a probability that it reads as
+unsafe as a whole. It is reported, and it confirms uncertain word flags: a chunk
+is edited only when ``intensity x max word score >= CONFIRM_SCORE`` or the chunk's
+prompt probability is at least 0.5. Raising the intensity therefore also lowers
+the word score that edits without confirmation. Files without a detector (older
+calibrations) edit every chunk above the dead zone, as before.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+from .prompt_detector import chunk_has_words, chunk_vectors, prompt_probability
 
 DEAD_ZONE = 0.05
+CONFIRM_SCORE = 0.5  # intensity x word score from which a chunk is edited without the prompt detector's support
+PROMPT_BUFFERS = ("prompt_direction", "prompt_platt")
 
 
 @dataclass
@@ -46,6 +58,7 @@ class ESConfig:
     max_length: int = 77
     dropout: float = 0.1
     edit_scope: str = "chunk"  # "chunk": every non-BOS row of a flagged chunk; "tokens": words by own score
+    prompt_pooling: str = ""  # "mean" | "eos": whole-prompt detector calibrated; "": none (older files)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +83,21 @@ class EmbeddingSanitizerNet(nn.Module):
         nn.init.zeros_(self.delta_head.bias)
         nn.init.normal_(self.position, std=0.02)
         self.register_buffer("row_scale", torch.ones(()))
+        self.register_buffer("prompt_direction", torch.zeros(d))
+        self.register_buffer("prompt_platt", torch.zeros(2))  # slope, bias
+
+    @property
+    def has_prompt_detector(self) -> bool:
+        return bool(self.config.prompt_pooling) and bool(self.prompt_direction.abs().sum() > 0)
+
+    def prompt_scores(self, rows: torch.Tensor, roles: torch.Tensor) -> torch.Tensor | None:
+        """``[N, L, D]`` chunks -> ``[N]`` whole-prompt probabilities (0 for chunks without words), or None."""
+        if not self.has_prompt_detector:
+            return None
+        vectors = chunk_vectors(rows, roles, self.config.prompt_pooling)
+        slope, bias = (float(v) for v in self.prompt_platt)
+        probs = prompt_probability(vectors, self.prompt_direction, slope, bias)
+        return torch.where(chunk_has_words(roles), probs, torch.zeros_like(probs))
 
     def forward(self, rows: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``rows`` ``[N, L, D]`` (one chunk per row), ``roles`` ``[N, L]``.
@@ -94,14 +122,22 @@ def edit_weight(intensity: float, scores: torch.Tensor) -> torch.Tensor:
     return ((product - DEAD_ZONE) / (1.0 - DEAD_ZONE)).clamp_min(0.0)
 
 
+class ESOutput(NamedTuple):
+    rows: torch.Tensor  # [B, T, D] float32, sanitized
+    scores: torch.Tensor  # [B, T] word scores (0 off words)
+    weights: torch.Tensor  # [B, T] edit weights
+    prompt: torch.Tensor | None  # [B, chunks] whole-prompt probabilities, None without a detector
+    unconfirmed: int  # chunks with a word above the dead zone left unedited for lack of confirmation
+
+
 def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tensor, intensity: float,
-             chunk_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             chunk_length: int) -> ESOutput:
     """Run ES over ``[B, T, D]`` rows chunk by chunk.
 
-    Returns (sanitized rows in float32, word scores ``[B, T]`` (0 off words),
-    edit weights ``[B, T]``). EOS and padding rows are edited with the weight
-    of the chunk's most harmful word, since they absorb the whole prompt;
-    BOS is never edited.
+    EOS and padding rows are edited with the weight of the chunk's most harmful
+    word, since they absorb the whole prompt; BOS is never edited. With a
+    whole-prompt detector, a chunk whose strongest word is below
+    ``CONFIRM_SCORE`` (after intensity) is edited only if the detector supports it.
     """
     batch, total, width = rows.shape
     chunks = total // chunk_length
@@ -113,6 +149,14 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     is_word = flat_roles == ROLE_WORD
     scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
     weights = edit_weight(intensity, scores)
+    prompt = model.prompt_scores(flat, flat_roles)
+    unconfirmed = 0
+    if prompt is not None:
+        confident = (intensity * scores).amax(-1) >= CONFIRM_SCORE
+        supported = prompt >= 0.5
+        dropped = (weights.amax(-1) > 0) & ~confident & ~supported
+        unconfirmed = int(dropped.sum())
+        weights = torch.where(dropped.unsqueeze(-1), torch.zeros_like(weights), weights)
     chunk_max = weights.amax(dim=-1, keepdim=True)
     if getattr(model.config, "edit_scope", "tokens") == "chunk":
         weights = chunk_max.expand_as(weights).clone()
@@ -122,5 +166,6 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     weights = torch.where(flat_roles == ROLE_BOS, torch.zeros_like(weights), weights)
     out = flat.float() + weights.unsqueeze(-1) * delta.float()
     shape = (batch, total)
-    return (out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),
-            weights.reshape(shape).to(rows.device))
+    return ESOutput(out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),
+                    weights.reshape(shape).to(rows.device),
+                    None if prompt is None else prompt.float().reshape(batch, chunks).to(rows.device), unconfirmed)

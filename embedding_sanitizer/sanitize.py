@@ -44,6 +44,7 @@ class SanitizeResult:
     flagged: torch.Tensor
     schedule_end: list[float] | None
     report: dict = field(default_factory=dict)
+    prompt_scores: torch.Tensor | None = None  # [B] whole-prompt probability (ES weights with a detector)
 
     @property
     def changed(self) -> bool:
@@ -96,10 +97,16 @@ class Sanitizer:
         weights = zeros.clone()
         flagged = torch.zeros_like(zeros, dtype=torch.bool)
         subspace = None
+        prompt_scores = None
 
         if settings.uses_es:
             model = self._es_for(width)
-            current, es_scores, es_weights = apply_es(model, rows, roles, intensity, chunk)
+            current, es_scores, es_weights, chunk_prompt, unconfirmed = apply_es(model, rows, roles, intensity, chunk)
+            if chunk_prompt is not None:
+                prompt_scores = chunk_prompt.amax(-1)  # the most unsafe chunk speaks for the prompt
+            if unconfirmed:
+                notes.append(f"{unconfirmed} chunk(s) with uncertain word scores left unedited: the whole-prompt "
+                             "detector did not confirm them (raise the intensity to edit them anyway)")
             scores = torch.maximum(scores, es_scores)
             weights = torch.maximum(weights, es_weights)
             flagged |= (es_scores > settings.threshold) & (roles == ROLE_WORD)
@@ -134,8 +141,8 @@ class Sanitizer:
         out = torch.where(touched.unsqueeze(-1), current.to(embeddings.dtype), embeddings)
         weights = torch.where(touched, weights, torch.zeros_like(weights))
         report = self._report(settings, intensity, roles, scores, weights, flagged, schedule_end, pieces,
-                              (subspace, rows) if subspace is not None else None, notes)
-        return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report)
+                              (subspace, rows) if subspace is not None else None, notes, prompt_scores)
+        return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores)
 
     # -- pieces ----------------------------------------------------------------------------
     def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:
@@ -216,13 +223,14 @@ class Sanitizer:
         return proj, scores.reshape(shape), flags.reshape(shape), "loo"
 
     def _report(self, settings, intensity, roles, scores, weights, flagged, schedule_end, pieces, concept_ctx,
-                notes) -> dict:
+                notes, prompt_scores=None) -> dict:
         prompts = []
         nearest = None
         if concept_ctx is not None and bool(flagged.any()):
             subspace, rows = concept_ctx
             nearest = subspace.nearest_concepts(rows).cpu()
         roles, scores, weights, flagged = roles.cpu(), scores.cpu(), weights.cpu(), flagged.cpu()  # one transfer
+        prompt_list = None if prompt_scores is None else prompt_scores.float().cpu().tolist()
         shown = (roles == ROLE_WORD) & ((scores >= REPORT_MIN_SCORE) | flagged | (weights > 0))
         words_per_prompt = (roles == ROLE_WORD).sum(-1).tolist()
         for b in range(roles.shape[0]):
@@ -247,6 +255,7 @@ class Sanitizer:
                 "rows_edited_by_role": {ROLE_NAMES[r]: int(((roles[b] == r) & (weights[b] > 0)).sum())
                                         for r in (ROLE_WORD, ROLE_EOS, ROLE_PAD)},
                 "max_score": round(float(word_scores.max()) if word_scores.numel() else 0.0, 4),
+                "prompt_score": None if prompt_list is None else round(prompt_list[b], 4),
                 "concepts": concepts,
                 "tokens": tokens,
                 "schedule_end": None if schedule_end is None else round(schedule_end[b], 4),

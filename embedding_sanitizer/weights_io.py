@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .encoders.base import fingerprints_match, short_fingerprint
-from .es_model import ESConfig, EmbeddingSanitizerNet
+from .es_model import PROMPT_BUFFERS, ESConfig, EmbeddingSanitizerNet
 
 FORMAT_VERSION = "1"
 log = logging.getLogger(__name__)
@@ -78,7 +78,12 @@ def load_es(path: str | Path, *, encoder_name: str | None = None, encoder_finger
     with safe_open(str(path), framework="pt") as handle:
         for key in handle.keys():
             state[key] = handle.get_tensor(key)
-    model.load_state_dict(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(PROMPT_BUFFERS):
+        raise WeightsMismatch(f"{path.name} does not match this version's ES model (missing {sorted(missing)}, "
+                              f"unexpected {sorted(unexpected)}): calibrate it again")
+    if missing:  # calibrated before the whole-prompt detector existed: it stays off
+        model.config.prompt_pooling = ""
     model.eval().to(device)
     return model, meta
 
