@@ -16,8 +16,10 @@
      chunk-level BCE on the max word logit (detection is the prompt's max score);
    the erase and keep losses are divided by the erase loss of the identity, so
    ``erase`` reads as the fraction of the squared gap left to close;
-4. hold out 10% of the prompts for validation, stop early, keep the best state,
-   and save ``.safetensors`` with metadata (encoder, concepts, corpus and
+4. hold out 10% of the prompts for validation, stop early, keep the best state;
+5. fit the whole-prompt detector (``prompt_detector``: the centroid direction of
+   unsafe vs benign chunks in pooled space, with a Platt slope and bias) on the
+   training split, and save ``.safetensors`` with metadata (encoder, concepts, corpus and
    training settings, validation metrics).
 
 Everything is seeded; it runs on CPU or GPU.
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .es_model import ESConfig, EmbeddingSanitizerNet
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
+from .prompt_detector import chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
@@ -136,6 +139,15 @@ class TrainingSet:
         self.labels = torch.full((n, max_len), -1.0)
         self.roles = torch.full((n, max_len), ROLE_PAD, dtype=torch.long)
         self.erase = torch.tensor([k == "unsafe" for k in cs.kinds])
+        self.benign = torch.tensor([k == "benign" for k in cs.kinds])
+        # per prompt, its first unsafe chunk (the first chunk carrying a concept) and its first benign chunk
+        # (examples are added chunk by chunk, in order)
+        seen: set = set()
+        lead = []
+        for sample, kind in zip(cs.samples, cs.kinds):
+            lead.append(kind in ("unsafe", "benign") and (sample, kind) not in seen)
+            seen.add((sample, kind))
+        self.lead = torch.tensor(lead, dtype=torch.bool)
         self.sample = torch.tensor(cs.samples, dtype=torch.long)
         self.length = torch.zeros(n, dtype=torch.long)
         for e in range(n):
@@ -227,6 +239,41 @@ def evaluate(model, ts: TrainingSet, idx: torch.Tensor, device, gap_scale, pos_w
     out["chunk_auroc"] = auroc(torch.cat(chunk_pos), torch.cat(chunk_neg))
     neg = torch.sigmoid(torch.cat(chunk_neg))
     out["benign_chunks_edited"] = float((neg > 0.05).float().mean()) if neg.numel() else float("nan")
+    return out
+
+
+def chunk_vectors_of(ts: TrainingSet, idx: torch.Tensor, pooling: str, batch_size: int = 512) -> torch.Tensor:
+    """Unit pooled vectors of the examples ``idx`` (their input chunks), batched to bound memory."""
+    out = []
+    for start in range(0, len(idx), batch_size):
+        part = idx[start:start + batch_size]
+        rows = ts.rows[ts.in_idx[part]].float()
+        out.append(chunk_vectors(rows, ts.roles[part], pooling))
+    return torch.cat(out) if out else torch.zeros(0, ts.rows.shape[-1])
+
+
+def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: torch.Tensor, pooling: str) -> dict:
+    """Fit the whole-prompt detector on the training split, store it in ``model`` and return its validation
+    figures. One chunk per prompt: an unsafe prompt's first chunk that carries a concept, a benign prompt's
+    first chunk. Later chunks of long benign prompts are mostly style tags; counting them as "benign" made
+    the direction mean "not a tag list" (AUROC 0.75 instead of 0.97 on held-out real prompts)."""
+    def split(idx):
+        pos = idx[ts.erase[idx] & ts.lead[idx]]
+        neg = idx[ts.benign[idx] & ts.lead[idx]]
+        return chunk_vectors_of(ts, pos, pooling), chunk_vectors_of(ts, neg, pooling)
+
+    u, b = split(train_idx)
+    fit = fit_prompt_detector(u, b)
+    model.prompt_direction.copy_(fit["direction"].to(model.prompt_direction.device))
+    model.prompt_platt.copy_(torch.tensor([fit["slope"], fit["bias"]], device=model.prompt_platt.device))
+    model.config.prompt_pooling = pooling
+    vu, vb = split(val_idx)
+    out = {"prompt_train_unsafe_chunks": len(u), "prompt_train_benign_chunks": len(b)}
+    if len(vu) and len(vb):
+        pu = prompt_probability(vu, fit["direction"], fit["slope"], fit["bias"])
+        pb = prompt_probability(vb, fit["direction"], fit["slope"], fit["bias"])
+        out.update({"prompt_auroc": auroc(pu, pb), "prompt_unsafe_at_0.5": float((pu >= 0.5).float().mean()),
+                    "prompt_benign_at_0.5": float((pb >= 0.5).float().mean())})
     return out
 
 
@@ -369,6 +416,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     model.eval().to("cpu")
     t_train = time.perf_counter() - t2
     final = min(history, key=lambda m: m["loss"]) if history else {}
+    progress(1, 1, "fitting the whole-prompt detector")
+    final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling_for(encoder.layout))}
 
     # 4. save
     training = {"seed": seed, "epochs_run": len(history), "stopped_by": stopped, "steps": step, "lr": lr,

@@ -106,7 +106,8 @@ def run(args) -> int:
           f"{' (from cache)' if summary['encode_cached'] else ''}; {summary['epochs']} epochs ({summary['stopped_by']})")
     print(f"validation (held-out synthetic prompts): token AUROC {val.get('token_auroc', float('nan')):.4f}, "
           f"chunk AUROC {val.get('chunk_auroc', float('nan')):.4f}, gap left {val.get('erase', float('nan')):.3f}, "
-          f"benign chunks edited {val.get('benign_chunks_edited', float('nan')):.3f}")
+          f"benign chunks edited {val.get('benign_chunks_edited', float('nan')):.3f}, "
+          f"whole-prompt detector AUROC {val.get('prompt_auroc', float('nan')):.4f}")
     print(f"time: corpus {times['corpus']} s, encode {times['encode']} s, train {times['train']} s, "
           f"total {times['total']} s")
     if args.json:
