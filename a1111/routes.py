@@ -74,18 +74,21 @@ def score_prompt(payload: dict) -> tuple[int, dict]:
         if not acquired:
             return 200, {**body, "busy": True}
         try:
-            views, names = [], []
+            views, names, whole = [], [], []
             for host in hosts:
                 adapter = adapter_for(host, webui.layer_tag)
                 batch, result = webui.RUNTIME.score_texts(adapter, [prompt], scoring)
                 views.append(word_view(batch.pieces[0], result.scores[0], result.weights[0], result.flagged[0]))
                 names.append(adapter.name)
+                if result.prompt_scores is not None:
+                    whole.append(float(result.prompt_scores[0]))
         except Exception as exc:  # noqa: BLE001 - reported to the page, logged here
             log.warning("Embedding Sanitizer: live heatmap failed: %s", exc)
             return 200, {**body, "error": str(exc)}
     words = merge_words(views)
     public = [{k: v for k, v in w.items() if k != "positions"} for w in words]
-    return 200, {**body, "words": public, "html": words_html(words), "encoders": names}
+    return 200, {**body, "words": public, "html": words_html(words), "encoders": names,
+                 "prompt_score": round(max(whole), 4) if whole else None}
 
 
 def last_report(tab: str) -> dict:

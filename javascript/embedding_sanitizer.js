@@ -66,7 +66,9 @@
         if (!body.active) return "Embedding Sanitizer is off: scores only.";
         const strength = s.preset === "custom" ? "intensity " + s.intensity : "preset " + s.preset;
         const words = edited === 1 ? "1 word" : edited + " words";
-        return words + " will be sanitized (" + s.mode + ", " + strength + ").";
+        const whole = typeof body.prompt_score === "number"
+            ? " Whole prompt: " + body.prompt_score.toFixed(2) + "." : "";
+        return words + " will be sanitized (" + s.mode + ", " + strength + ")." + whole;
     }
 
     function render(box, body) {

@@ -265,8 +265,11 @@ class Patch:
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
         entry["streams"][rec.stream] = result.report
-        entry["heatmap"].append({"stream": rec.stream,
-                                 "words": heatmap_words(pieces[0], result.scores[0].tolist(), result.flagged[0])})
+        view = {"stream": rec.stream,
+                "words": heatmap_words(pieces[0], result.scores[0].tolist(), result.flagged[0])}
+        if result.prompt_scores is not None:  # ES weights with a whole-prompt detector
+            view["prompt_score"] = round(float(result.prompt_scores[0]), 4)
+        entry["heatmap"].append(view)
         if result.schedule_end is not None:
             fractions.append(float(result.schedule_end[0]))
         return (result.embeddings,) + tuple(out[1:]), result

@@ -23,7 +23,10 @@ def summary(record: dict) -> str:
     parts = []
     for stream in record.get("heatmap", []):
         flagged = [w for w, _, f in stream["words"] if f]
-        parts.append(f"{stream['stream']}: {len(flagged)} flagged" + (f" ({', '.join(flagged[:6])})" if flagged else ""))
+        text = f"{stream['stream']}: {len(flagged)} flagged" + (f" ({', '.join(flagged[:6])})" if flagged else "")
+        if stream.get("prompt_score") is not None:
+            text += f", whole prompt {stream['prompt_score']:.2f}"
+        parts.append(text)
     for stream, pooled in (record.get("pooled") or {}).items():
         if pooled.get("changed"):
             parts.append(f"{stream} pooled: sanitized (weight {pooled['weight']:.2f})")

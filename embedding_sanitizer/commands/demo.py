@@ -51,6 +51,8 @@ def run(args) -> int:
     info = result.report["prompts"][0]
     summary = (f"encoder {encoder.name} | mode {mode} | preset {settings.preset} | intensity "
                f"{settings.effective_intensity:g} | {info['flagged']} token(s) flagged, {info['rows_edited']} row(s) edited")
+    if info.get("prompt_score") is not None:
+        summary += f" | whole prompt {info['prompt_score']:.2f}"
     print(render_terminal(words, color=should_color(sys.stdout) and not args.no_color))
     print(summary)
     if info["concepts"]:

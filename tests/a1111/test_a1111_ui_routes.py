@@ -166,7 +166,11 @@ def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch
         calls.append((encoder.name, list(concepts)))
         progress(0, 2, "encoding")
         torch.manual_seed(0)
-        net = EmbeddingSanitizerNet(ESConfig(width=encoder.width, hidden=16, layers=1, heads=2))
+        net = EmbeddingSanitizerNet(ESConfig(width=encoder.width, hidden=16, layers=1, heads=2,
+                                             prompt_pooling="eos"))
+        with torch.no_grad():  # a whole-prompt detector, as calibrate() fits one
+            net.prompt_direction.normal_()
+            net.prompt_platt.copy_(torch.tensor([1.0, 0.0]))
         save_es(out_path, net, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
                 layout=encoder.layout.to_dict(), concepts=list(concepts))
         progress(2, 2, "saved")
@@ -190,5 +194,11 @@ def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch
     p.scripts, p.script_args = runner, tuple(args)
     processed = webui.processing.process_images(p)
     assert "ES mode: es" in processed.infotexts[0]
+    # the live score route shows the whole-prompt score of weights that have a detector
+    from a1111.routes import score_prompt
+
+    status, body = score_prompt({"prompt": UNSAFE, "settings": {"mode": "es"}})
+    assert status == 200 and "error" not in body, body
+    assert isinstance(body["prompt_score"], float) and 0.0 <= body["prompt_score"] <= 1.0
     assert adapter.fingerprint  # computed from the host's token embedding (through EmbeddingsWithFixes)
     assert handler("  ", progress=None).startswith('<p class="es-error">')

@@ -227,6 +227,34 @@ def test_es_mode_without_weights_is_a_clear_error(comfy, sd1_clip):
         encode(comfy, patch(comfy, sd1_clip, mode="es", weights="none"))
 
 
+def test_es_weights_with_a_whole_prompt_detector(comfy, sd1_clip):
+    """Weights made for this CLIP (as the Calibrate node saves them) give the heatmap a whole-prompt score."""
+    import folder_paths
+
+    from embedding_sanitizer.es_model import ESConfig, EmbeddingSanitizerNet
+    from embedding_sanitizer.weights_io import save_es
+
+    out = encode(comfy, patch(comfy, sd1_clip))
+    encoder = comfy["pack"].nodes.registry.lookup(out[0][0])["record"].streams[0].encoder
+    torch.manual_seed(0)
+    net = EmbeddingSanitizerNet(ESConfig(width=encoder.width, hidden=16, layers=1, heads=2, prompt_pooling="eos"))
+    with torch.no_grad():
+        net.prompt_direction.normal_()
+        net.prompt_platt.copy_(torch.tensor([1.0, 0.0]))
+    folder = Path(folder_paths.get_folder_paths("embedding_sanitizer")[0])
+    path = save_es(folder / "es-test-detector.safetensors", net, encoder_name=encoder.name,
+                   encoder_fingerprint=encoder.fingerprint, layout=encoder.layout.to_dict(), concepts=["nudity"])
+    try:
+        out = encode(comfy, patch(comfy, sd1_clip, mode="es", weights=path.name))
+        entry = entry_of(comfy, out)
+        view = entry["heatmap"][0]
+        assert 0.0 <= view["prompt_score"] <= 1.0
+        assert f"whole prompt {view['prompt_score']:.2f}" in entry["summary"]
+        assert entry["streams"]["clip_l"]["prompts"][0]["prompt_score"] == view["prompt_score"]
+    finally:
+        path.unlink()
+
+
 def test_bad_settings_are_refused(comfy, sd1_clip):
     with pytest.raises(ValueError, match="intensity"):
         patch(comfy, sd1_clip, intensity=7.0)
