@@ -95,8 +95,8 @@ class EmbeddingSanitizerNet(nn.Module):
         if not self.has_prompt_detector:
             return None
         vectors = chunk_vectors(rows, roles, self.config.prompt_pooling)
-        slope, bias = (float(v) for v in self.prompt_platt)
-        probs = prompt_probability(vectors, self.prompt_direction, slope, bias)
+        platt = self.prompt_platt.to(vectors.device, torch.float32)  # tensors: no device sync
+        probs = prompt_probability(vectors, self.prompt_direction, platt[0], platt[1])
         return torch.where(chunk_has_words(roles), probs, torch.zeros_like(probs))
 
     def forward(self, rows: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,8 +76,8 @@ def fit_prompt_detector(unsafe: torch.Tensor, benign: torch.Tensor, steps: int =
     return {"direction": direction.float(), "slope": slope, "bias": bias}
 
 
-def prompt_probability(vectors: torch.Tensor, direction: torch.Tensor, slope: float, bias: float) -> torch.Tensor:
-    """``[N, D]`` unit pooled vectors -> ``[N]`` probabilities in [0, 1]."""
+def prompt_probability(vectors: torch.Tensor, direction: torch.Tensor, slope, bias) -> torch.Tensor:
+    """``[N, D]`` unit pooled vectors -> ``[N]`` probabilities in [0, 1] (slope, bias: floats or 0-d tensors)."""
     z = vectors.float() @ direction.to(vectors.device, torch.float32)
     return torch.sigmoid(slope * z + bias)
 
