@@ -60,7 +60,8 @@ class _View:
         return getattr(object.__getattribute__(self, "_inner"), name)
 
     def __setattr__(self, name, value):
-        setattr(object.__getattribute__(self, "_inner"), name, value)
+        # kept on the view: a family that stores state while encoding must not write onto the shared model
+        object.__setattr__(self, name, value)
 
 
 class _Recorder:

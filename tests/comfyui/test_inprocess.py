@@ -255,6 +255,20 @@ def test_es_weights_with_a_whole_prompt_detector(comfy, sd1_clip):
         path.unlink()
 
 
+def test_replay_view_never_writes_onto_the_host_model(comfy):
+    view_class = comfy["pack"].nodes.proxy._View
+
+    class Family:
+        clip_l = "host stream"
+        layer = "last"
+
+    inner = Family()
+    view = view_class(inner, {"clip_l": "sanitized stream"})
+    assert view.clip_l == "sanitized stream" and view.layer == "last"
+    view.layer = "hidden"  # what a family's encode could do while it runs
+    assert view.layer == "hidden" and inner.layer == "last" and Family.layer == "last"
+
+
 def test_bad_settings_are_refused(comfy, sd1_clip):
     with pytest.raises(ValueError, match="intensity"):
         patch(comfy, sd1_clip, intensity=7.0)
