@@ -353,7 +353,7 @@ class SanitizerMethod(Method):
 
     def run(self, enc, task, preset="medium"):
         settings = self.settings(task, preset)
-        out_rows, out_scores, out_flags = [], [], []
+        out_rows, out_scores, out_flags, out_prompt = [], [], [], []
         for start in range(0, len(enc), SANITIZE_BATCH):
             rows = enc.tokens[start:start + SANITIZE_BATCH]
             ids = enc.ids[start:start + SANITIZE_BATCH]
@@ -361,12 +361,16 @@ class SanitizerMethod(Method):
             out_rows.append(result.embeddings.to("cpu", torch.float32))
             out_scores.append(result.scores.to("cpu", torch.float32))
             out_flags.append(result.flagged.to("cpu"))
+            if result.prompt_scores is not None:
+                out_prompt.append(result.prompt_scores.to("cpu", torch.float32))
         if not out_rows:
             return Run(np.zeros(0), torch.zeros(enc.ids.shape), enc.tokens)
         embeddings, scores, flags = torch.cat(out_rows), torch.cat(out_scores), torch.cat(out_flags)
         scores = torch.where(enc.roles == ROLE_WORD, scores, torch.zeros_like(scores))
         if self.score == "count":
             prompt = flags.sum(-1).double().numpy()
+        elif self.score == "prompt" and len(out_prompt) == len(out_rows):  # the whole-prompt detector
+            prompt = torch.cat(out_prompt).double().numpy()
         else:
             prompt = scores.amax(-1).double().numpy()
         return Run(prompt, scores, embeddings)
@@ -383,6 +387,7 @@ def build_methods(encoder, es_model=None, es_meta=None) -> list[Method]:
         SanitizerMethod("safree", "SAFREE as released (LOO)", sanitizer, mode="safree", detector="loo",
                         eos_policy="keep", released=True, score="count"),
         SanitizerMethod("fast", "Projection, fast detector", sanitizer, mode="safree", detector="fast"),
-        SanitizerMethod("es", "ES (learned)", sanitizer, mode="es"),
-        SanitizerMethod("es+fast", "ES then projection", sanitizer, mode="es+safree", detector="fast"),
+        SanitizerMethod("es", "ES (learned)", sanitizer, mode="es", score="prompt"),
+        SanitizerMethod("es+fast", "ES then projection", sanitizer, mode="es+safree", detector="fast",
+                        score="prompt"),
     ]

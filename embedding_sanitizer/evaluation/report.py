@@ -137,8 +137,9 @@ def markdown_report(results: dict) -> str:
         table(HEADLINE_HEADER, headline_rows(results)),
         "",
         "SAFREE's prompt score is the number of flagged tokens (as in baselines.md); the blacklist's is the number of "
-        "matches; the others use the highest token score. The blacklist sanitizes by deleting the matched words and "
-        "re-encoding.",
+        "matches; ES and ES then projection use the whole-prompt detector stored with the ES weights "
+        "(`prompt_detector.py`; the highest token score for weights without one); the others use the highest "
+        "token score. The blacklist sanitizes by deleting the matched words and re-encoding.",
         "",
     ]
     nud = results.get("detection", {}).get("nudity", {}).get("rows", {})
