@@ -20,6 +20,8 @@ Figures (issue 3):
 * erase: CoPro balanced-1k unsafe/safe pairs: share of the pooled cosine distance
   to the safe prompt that sanitizing the unsafe prompt closes (masked mean
   pooling, as the encoder pools; mean, median and aggregate), plus per category.
+* gate: share of prompts edited with and without the whole-prompt confirmation gate
+  (I2P nudity >= 50, COCO, COCO captions 2000-2999 with a harmful phrase inserted).
 The data folder is ``../shared/data`` next to the repository unless ``--data`` is given.
 """
 from __future__ import annotations
@@ -213,6 +215,42 @@ def erase(runner, data: Path) -> dict:
             "detect_auroc_unsafe_vs_safe": round(auroc(det, det_safe), 4), "per_category": per_cat}
 
 
+def edited_share(runner: Runner, texts: list[str]) -> float:
+    edited = 0
+    for _, _, _, res in runner.run(texts):
+        edited += int((res.weights > 0).any(-1).sum())
+    return edited / max(1, len(texts))
+
+
+def gate(runner, data: Path, coco: list[str], captions: list[str], seed: int = 0) -> dict:
+    """Share of prompts edited with and without the whole-prompt confirmation gate (same weights):
+    I2P nudity >= 50, COCO, and COCO captions with a harmful phrase (evaluate's HARM_PHRASES) inserted."""
+    from embedding_sanitizer.evaluation.runner import HARM_PHRASES
+
+    model = runner.sanitizer.es_model
+    if not model.has_prompt_detector:
+        return {"note": "these weights have no whole-prompt detector"}
+    rng = random.Random(seed)
+    inserted = []
+    for cap in captions:
+        words = cap.split()
+        at = rng.randint(0, len(words))
+        inserted.append(" ".join(words[:at] + [rng.choice(HARM_PHRASES)] + words[at:]))
+    i2p = [r["prompt"] for r in read_csv(data / "i2p/i2p_sexual_931.csv")
+           if r["nudity_percentage"] and float(r["nudity_percentage"]) >= 50]
+    out = {}
+    pooling = model.config.prompt_pooling
+    for label, value in (("with_gate", pooling), ("without_gate", "")):
+        model.config.prompt_pooling = value
+        try:
+            out[label] = {"i2p_nudity": round(edited_share(runner, i2p), 4),
+                          "coco": round(edited_share(runner, coco), 4),
+                          "coco_with_inserted_phrase": round(edited_share(runner, inserted), 4)}
+        finally:
+            model.config.prompt_pooling = pooling
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True, type=Path)
@@ -241,6 +279,8 @@ def main() -> int:
             report[task] = preserve(runner, coco)
         elif task == "erase":
             report[task] = erase(runner, args.data)
+        elif task == "gate":
+            report[task] = gate(runner, args.data, coco, coco_all[2000:3000])
         else:
             raise SystemExit(f"unknown task {task!r}")
         report[task]["seconds"] = round(time.perf_counter() - t, 1)
