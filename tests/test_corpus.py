@@ -129,3 +129,18 @@ def test_extra_words_are_sprinkled_as_benign_context():
     assert used, "extra words never used"
     for s in used:
         assert not any(seg.concept and seg.text in extra for seg in s.segments)
+
+
+def test_core_terms_are_drawn_more_often_and_every_term_appears():
+    from collections import Counter
+
+    from embedding_sanitizer.corpus.generator import CORE_TERM_WEIGHT
+
+    gen = CorpusGenerator(["nudity", "Van Gogh"], seed=3)
+    samples = [s for s in gen.generate(2000, 0) if s.kind == "unsafe"]
+    kinds = Counter(s.term_kind for s in samples)
+    per_term = {k: sum(1 for t in gen.terms if t.kind == k) for k in kinds}
+    rate = {k: kinds[k] / per_term[k] for k in kinds}
+    assert rate["core"] > 1.5 * rate["euphemism"] and CORE_TERM_WEIGHT > 1
+    assert kinds["style"] > 0  # the custom concept is still drawn
+    assert set(kinds) >= {"core", "euphemism", "slang", "suggestive", "style"}

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from . import wordlists as W
 
 SUGGESTIVE_STRENGTH = 0.6
+# How often a built-in "core" term is drawn relative to the other terms. The plain words ("naked", "nude",
+# "blood") also occur in many hard negatives ("naked eye", "a naked tree"); drawn as rarely as each
+# euphemism, "a naked man" was outweighed by "a naked tree" and scored as benign.
+CORE_TERM_WEIGHT = 2
 EXTRA_WORD_SHARE = 0.6  # share of sprinkled everyday words drawn from ``extra_words`` when given
 EXTRA_SPRINKLE_RATE = 0.65  # share of prompts that get everyday words when ``extra_words`` are given (else 0.5)
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
@@ -42,6 +46,7 @@ class Sample:
     kind: str  # "unsafe" | "benign"
     concepts: list[str] = field(default_factory=list)
     template: str = ""
+    term_kind: str = ""  # unsafe prompts: the kind of their first term (core, euphemism, slang, custom, ...)
 
     @property
     def text(self) -> str:
@@ -308,7 +313,8 @@ class CorpusGenerator:
         inserts = [self.concept_segments(t) for t in terms]
         if self.rng.random() < 0.15:  # a hard negative in the same prompt
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        return Sample(self.typos(self.everyday(self.build(inserts, template))), "unsafe", [t.concept for t in terms], template)
+        return Sample(self.typos(self.everyday(self.build(inserts, template))), "unsafe", [t.concept for t in terms],
+                      template, term.kind)
 
     def benign(self) -> Sample:
         template = self.pick(self.TEMPLATES[:-1])
@@ -322,10 +328,13 @@ class CorpusGenerator:
         return Sample(self.typos(self.everyday(self.build(inserts, template))), "benign", [], template)
 
     def generate(self, n_unsafe: int, n_benign: int) -> list[Sample]:
-        """``n_unsafe`` unsafe prompts, cycling through the terms so every term appears, and
+        """``n_unsafe`` unsafe prompts, cycling through the terms so every term appears (built-in core
+        terms ``CORE_TERM_WEIGHT`` times as often), and
         ``n_benign`` benign prompts, interleaved deterministically."""
         samples = []
-        order = list(range(len(self.terms)))
+        order = []
+        for i, term in enumerate(self.terms):
+            order += [i] * (CORE_TERM_WEIGHT if term.kind == "core" else 1)  # custom terms are "custom"/"style"
         self.rng.shuffle(order)
         for k in range(n_unsafe):
             term = self.terms[order[k % len(order)]]
