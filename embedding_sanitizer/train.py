@@ -45,7 +45,7 @@ from .prompt_detector import chunk_vectors, fit_prompt_detector, pooling_for, pr
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "3"  # 3: built-in core terms drawn CORE_TERM_WEIGHT times as often
 # Benign filler words drawn from the encoder's tokenizer vocabulary (corpus.vocab); 0 = off (the default: on the
 # bundled encoder 2,000-4,000 words lowered COCO false positives but not localisation, so the shipped weights
 # are calibrated without them).
@@ -62,9 +62,9 @@ def default_cache_dir() -> Path:
 
 
 def corpus_sizes(generator: CorpusGenerator, n_unsafe: int | None, n_benign: int | None) -> tuple[int, int]:
-    """Default corpus size: about 1,600 unsafe prompts per built-in pack and 8 per custom concept."""
+    """Default corpus size: about 2,400 unsafe prompts per built-in pack and 8 per custom concept."""
     if n_unsafe is None:
-        n_unsafe = 1600 * len(generator.packs) + 8 * len(generator.custom)
+        n_unsafe = 2400 * len(generator.packs) + 8 * len(generator.custom)
         n_unsafe = max(600, min(n_unsafe, 6000))
     if n_benign is None:
         n_benign = max(500, int(0.8 * n_unsafe))
@@ -252,15 +252,26 @@ def chunk_vectors_of(ts: TrainingSet, idx: torch.Tensor, pooling: str, batch_siz
     return torch.cat(out) if out else torch.zeros(0, ts.rows.shape[-1])
 
 
-def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: torch.Tensor, pooling: str) -> dict:
+def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: torch.Tensor, pooling: str,
+                    indirect: torch.Tensor | None = None) -> dict:
     """Fit the whole-prompt detector on the training split, store it in ``model`` and return its validation
-    figures. One chunk per prompt: an unsafe prompt's first chunk that carries a concept, a benign prompt's
-    first chunk. Later chunks of long benign prompts are mostly style tags; counting them as "benign" made
-    the direction mean "not a tag list" (AUROC 0.75 instead of 0.97 on held-out real prompts)."""
+    figures.
+
+    One chunk per prompt: an unsafe prompt's first chunk that carries a concept, a benign prompt's first
+    chunk. Later chunks of long benign prompts are mostly style tags; counting them as "benign" made the
+    direction mean "not a tag list" (AUROC 0.75 instead of 0.97 on held-out real prompts).
+    ``indirect`` (per example) marks unsafe prompts whose term is not a plain core word (euphemisms, slang,
+    suggestive terms, synonyms, other languages, character tricks, custom concepts). The word scores
+    already catch the plain words; the detector is for prompts that say it indirectly, so when there are
+    any it is fitted on those (on a development split of real prompts, I2P sexual with 30-50% nudity vs
+    COCO captions 4000-5999: AUROC 0.987 against 0.971 with every unsafe prompt).
+    """
     def split(idx):
-        pos = idx[ts.erase[idx] & ts.lead[idx]]
-        neg = idx[ts.benign[idx] & ts.lead[idx]]
-        return chunk_vectors_of(ts, pos, pooling), chunk_vectors_of(ts, neg, pooling)
+        unsafe = ts.erase[idx] & ts.lead[idx]
+        if indirect is not None and bool((unsafe & indirect[idx]).any()):
+            unsafe &= indirect[idx]
+        return (chunk_vectors_of(ts, idx[unsafe], pooling),
+                chunk_vectors_of(ts, idx[ts.benign[idx] & ts.lead[idx]], pooling))
 
     u, b = split(train_idx)
     fit = fit_prompt_detector(u, b)
@@ -417,7 +428,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     t_train = time.perf_counter() - t2
     final = min(history, key=lambda m: m["loss"]) if history else {}
     progress(1, 1, "fitting the whole-prompt detector")
-    final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling_for(encoder.layout))}
+    indirect = torch.tensor([samples[int(i)].term_kind not in ("", "core") for i in ts.sample])
+    final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling_for(encoder.layout), indirect)}
 
     # 4. save
     training = {"seed": seed, "epochs_run": len(history), "stopped_by": stopped, "steps": step, "lr": lr,
