@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..es_model import ESConfig, EmbeddingSanitizerNet
+from ..prompt_detector import pooling_for
 from ..sanitize import Sanitizer
 from ..settings import Settings
 
@@ -181,7 +182,13 @@ def es_for(encoder, weights_path: Path | None) -> tuple[EmbeddingSanitizerNet, s
     except Exception:  # noqa: BLE001 - fall back to the ESConfig defaults
         pass
     torch.manual_seed(0)
-    return EmbeddingSanitizerNet(config).eval(), source
+    model = EmbeddingSanitizerNet(config)
+    # calibration always fits a whole-prompt detector: time one (random direction)
+    model.config.prompt_pooling = pooling_for(encoder.layout)
+    with torch.no_grad():
+        model.prompt_direction.normal_()
+        model.prompt_platt.copy_(torch.tensor([1.0, 0.0]))
+    return model.eval(), source + ", with a whole-prompt detector"
 
 
 def run_bench(encoders: list[tuple[str, object, Path | None]], *, repeats: int, warmup: int, batches=BATCHES,
