@@ -109,6 +109,7 @@ def run(args) -> int:
           f"benign chunks edited {val.get('benign_chunks_edited', float('nan')):.3f}, "
           f"whole-prompt detector AUROC {val.get('prompt_auroc', float('nan')):.4f}")
     print(f"time: corpus {times['corpus']} s, encode {times['encode']} s, train {times['train']} s, "
+          f"whole-prompt detector {times.get('detector', 0)} s, "
           f"total {times['total']} s")
     if args.json:
         print(json.dumps({**summary, "history": history}, indent=2))
