@@ -31,21 +31,24 @@ def pooling_for(layout) -> str:
     return "eos" if layout.name.startswith(("sd1-", "sd2-", "sdxl-")) else "mean"
 
 
-def chunk_vectors(rows: torch.Tensor, roles: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``[N, L, D]`` rows of single chunks -> ``[N, D]`` unit pooled vectors (float32)."""
+def pool_rows(rows: torch.Tensor, roles: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[N, L, D]`` rows of single chunks -> ``[N, D]`` pooled vectors (float32, not normalised)."""
     rows = rows.float()
     if pooling == "mean":
         keep = (roles != ROLE_PAD).unsqueeze(-1).float()
-        vec = (rows * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-    elif pooling == "eos":
+        return (rows * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+    if pooling == "eos":
         is_eos = roles == ROLE_EOS
         # first EOS; a chunk without one (never from the layouts) falls back to its last non-pad row
         last_live = ((roles != ROLE_PAD).long() * torch.arange(roles.shape[1], device=roles.device)).argmax(1)
         first_eos = torch.where(is_eos.any(1), is_eos.float().argmax(1), last_live)
-        vec = rows[torch.arange(rows.shape[0], device=rows.device), first_eos]
-    else:
-        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
-    return torch.nn.functional.normalize(vec, dim=-1)
+        return rows[torch.arange(rows.shape[0], device=rows.device), first_eos]
+    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+
+
+def chunk_vectors(rows: torch.Tensor, roles: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[N, L, D]`` rows of single chunks -> ``[N, D]`` unit pooled vectors (float32)."""
+    return torch.nn.functional.normalize(pool_rows(rows, roles, pooling), dim=-1)
 
 
 def fit_prompt_detector(unsafe: torch.Tensor, benign: torch.Tensor, steps: int = 200) -> dict:

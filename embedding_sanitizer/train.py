@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .es_model import ESConfig, EmbeddingSanitizerNet
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
-from .prompt_detector import chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
+from .prompt_detector import chunk_has_words, chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
         rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
         roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
         vectors = chunk_vectors(rows, roles, pooling)
-        out.append(vectors[(roles == ROLE_WORD).any(-1)])
+        out.append(vectors[chunk_has_words(roles)])
         progress(b + 1, total, f"encoding detector prompts ({len(texts)})")
     return torch.cat(out) if out else torch.zeros(0, encoder.width)
 

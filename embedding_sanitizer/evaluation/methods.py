@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..layout import ROLE_EOS, ROLE_PAD, ROLE_WORD, token_roles
+from ..layout import ROLE_PAD, ROLE_WORD, token_roles
+from ..prompt_detector import pool_rows
 from ..encoders.base import pad_chunks
 from ..concepts import DEFAULT_CACHE
 from ..sanitize import Sanitizer
@@ -175,13 +176,7 @@ def relevant_rows(encoder, roles: torch.Tensor) -> torch.Tensor:
 
 def pooled_from_rows(encoder, rows: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
     """The encoder's pooled vector computed from (possibly edited) rows ``[N, L, D]``."""
-    rows = rows.to(torch.float32)
-    if uses_mean_pooling(encoder):
-        m = (roles != ROLE_PAD).to(rows.dtype).unsqueeze(-1)
-        return (rows * m).sum(1) / m.sum(1).clamp_min(1)
-    is_eos = roles == ROLE_EOS
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(roles[:, 0], roles.shape[1] - 1))
-    return rows[torch.arange(rows.shape[0]), first]
+    return pool_rows(rows, roles, "mean" if uses_mean_pooling(encoder) else "eos")
 
 
 def build_ids(encoder, word_ids: list[list[list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
