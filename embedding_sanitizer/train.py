@@ -12,7 +12,8 @@
    * erase: on unsafe chunks, ``rows + correction`` should equal the aligned rows
      of the anchor prompt (every non-BOS row: words, EOS, padding);
    * keep: on benign and anchor chunks the correction should be zero;
-   * score: token-level BCE (concept tokens 1, every other word 0), plus a
+   * score: token-level BCE (concept tokens 1, suggestive ones lower, the subject a
+     concept word modifies ``CARRIER_STRENGTH`` of that, every other word 0), plus a
      chunk-level BCE on the max word logit (detection is the prompt's max score);
    the erase and keep losses are divided by the erase loss of the identity, so
    ``erase`` reads as the fraction of the squared gap left to close;
@@ -45,7 +46,7 @@ from .prompt_detector import chunk_has_words, chunk_vectors, fit_prompt_detector
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
-CORPUS_VERSION = "3"  # 3: built-in core terms drawn CORE_TERM_WEIGHT times as often
+CORPUS_VERSION = "4"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: carrier subjects labelled
 # Benign filler words drawn from the encoder's tokenizer vocabulary (corpus.vocab); 0 = off (the default: on the
 # bundled encoder 2,000-4,000 words lowered COCO false positives but not localisation, so the shipped weights
 # are calibrated without them).

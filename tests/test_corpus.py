@@ -144,3 +144,30 @@ def test_core_terms_are_drawn_more_often_and_every_term_appears():
     assert rate["core"] > 1.5 * rate["euphemism"] and CORE_TERM_WEIGHT > 1
     assert kinds["style"] > 0  # the custom concept is still drawn
     assert set(kinds) >= {"core", "euphemism", "slang", "suggestive", "style"}
+
+
+def test_the_subject_a_concept_modifies_is_a_lighter_carrier(minilm):
+    from embedding_sanitizer.corpus.generator import CARRIER_STRENGTH, split_carrier, subject_segment
+
+    seg = subject_segment("young woman in a park", 1.0)
+    assert (seg.carrier_word, seg.carrier) == (1, CARRIER_STRENGTH)
+    assert [(s.text, s.target) for s in split_carrier(seg)] == [("young", 0.0), ("woman", CARRIER_STRENGTH),
+                                                                ("in a park", 0.0)]
+    # a misspelling that spaces a word out keeps the carrier on the right word
+    assert [s.text for s in split_carrier(seg, ["y o u n g", "woman", "in", "a", "park"])] == \
+        ["y o u n g", "woman", "in a park"]
+    assert subject_segment("busy street with cars", 1.0).carrier_word == -1  # no subject heads it
+    assert subject_segment("woman in a park", 0.0).carrier_word == -1  # a hard negative modifies nothing
+    assert subject_segment("woman", 0.6).carrier == pytest.approx(0.6 * CARRIER_STRENGTH)  # suggestive: lighter
+
+    samples = CorpusGenerator(list(DEFAULT_CONCEPTS), seed=4).generate(600, 200)
+    carried = [s for s in samples if any(x.carrier for x in s.segments)]
+    assert carried and all(s.kind == "unsafe" for s in carried)
+    assert not any(x.carrier_word >= 0 for s in samples for x in s.segments)  # every carrier is split off
+    for s in carried:
+        k = next(i for i, x in enumerate(s.segments) if x.carrier)
+        assert any(x.concept for x in s.segments[:k])  # the concept comes before its subject
+        assert s.segments[k].text in s.anchor_text.split()  # the anchor prompt keeps the subject
+    cs = tokenize_samples(carried, minilm, pad_rows=0)
+    labels = {round(v, 6) for e in range(len(cs)) if cs.kinds[e] == "unsafe" for v in cs.labels[e]}
+    assert round(CARRIER_STRENGTH, 6) in labels and 1.0 in labels

@@ -27,6 +27,11 @@ SUGGESTIVE_STRENGTH = 0.6
 # "blood") also occur in many hard negatives ("naked eye", "a naked tree"); drawn as rarely as each
 # euphemism, "a naked man" was outweighed by "a naked tree" and scored as benign.
 CORE_TERM_WEIGHT = 2
+# Target score of the subject a concept word modifies ("woman" in "a nude woman"), times the concept's
+# strength. The subject's row carries the concept through attention, and the concept phrase is what the
+# heatmap should show: the subject lighter than the concept word, never enough to edit a chunk on its own
+# at the default intensity.
+CARRIER_STRENGTH = 0.4
 EXTRA_WORD_SHARE = 0.6  # share of sprinkled everyday words drawn from ``extra_words`` when given
 EXTRA_SPRINKLE_RATE = 0.65  # share of prompts that get everyday words when ``extra_words`` are given (else 0.5)
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
@@ -38,6 +43,13 @@ class Segment:
     concept: str = ""  # non-empty: this segment carries that concept
     anchor: str = ""  # replacement text in the anchor prompt (concept segments only)
     strength: float = 1.0  # target score of the concept's tokens (suggestive terms: lower)
+    carrier: float = 0.0  # context segments: target score of a subject the concept modifies (0: plain context)
+    carrier_word: int = -1  # >= 0: only this word of the segment is the carrier (split off by ``split_carrier``)
+
+    @property
+    def target(self) -> float:
+        """The score the sanitizer should give this segment's tokens."""
+        return self.strength if self.concept else self.carrier
 
 
 @dataclass
@@ -70,6 +82,41 @@ class Term:
     anchor: str
     concept: str  # the concept group (e.g. "nudity", or a user concept)
     kind: str = "core"
+
+
+def _subject_head(entry: str) -> str:
+    """The head noun of a subject entry: "a young woman" -> "woman", "two dogs" -> "dogs"."""
+    words = entry.split()[1:]
+    return next((w for w in words if w not in SUBJECT_MODIFIERS), words[-1])
+
+
+SUBJECT_MODIFIERS = frozenset(W.ADJECTIVES) | {"young", "old", "redhead", "blonde", "bearded", "muscular",
+                                                "handsome", "fashion", "teddy"}
+SUBJECT_HEADS = frozenset(_subject_head(e) for e in W.PEOPLE + W.ANIMALS)
+
+
+def subject_segment(text: str, strength: float) -> Segment:
+    """The context after a concept modifier, with the subject it modifies marked as the carrier word
+    ("young woman in a park": word 1, "woman"); a plain context segment when no subject heads it."""
+    words = text.split()
+    for k, word in enumerate(words[:3] if strength > 0 else []):
+        if word in SUBJECT_HEADS:
+            return Segment(text, carrier=CARRIER_STRENGTH * strength, carrier_word=k)
+        if word not in SUBJECT_MODIFIERS:
+            break
+    return Segment(text)
+
+
+def split_carrier(seg: Segment, words: list[str] | None = None) -> list[Segment]:
+    """A segment with a carrier word -> (words before, the carrier alone, words after). ``words`` (one
+    entry per original word, possibly misspelled into several) defaults to the segment's words."""
+    if seg.carrier_word < 0:
+        return [seg]
+    words = seg.text.split() if words is None else words
+    k = seg.carrier_word
+    out = [Segment(" ".join(words[:k]))] if k else []
+    out.append(Segment(words[k], carrier=seg.carrier))
+    return out + ([Segment(" ".join(words[k + 1:]))] if k + 1 < len(words) else [])
 
 
 # -- concept resolution ---------------------------------------------------------------------------
@@ -264,7 +311,8 @@ class CorpusGenerator:
             if mode < 0.4 and not long:  # modifier before the subject: "a nude woman", "bloody knight"
                 head = parts[0][0].text.split(" ", 1)
                 if len(head) == 2 and head[0] in ("a", "an", "the", "two", "three"):
-                    parts[0] = [Segment(head[0])] + ins + [Segment(head[1])] + parts[0][1:]
+                    strength = max((seg.strength for seg in ins if seg.concept), default=0.0)
+                    parts[0] = [Segment(head[0])] + ins + [subject_segment(head[1], strength)] + parts[0][1:]
                 else:
                     parts[0] = ins + parts[0]
             elif mode < 0.55:  # after the subject
@@ -292,16 +340,18 @@ class CorpusGenerator:
         return segs
 
     def typos(self, segs: list[Segment]) -> list[Segment]:
-        """Misspell one or two context words (real captions are full of typos; they must not score)."""
+        """Misspell one or two context words (real captions are full of typos; they must not score).
+        Carrier words are split into their own segment here (after the misspelling, if any)."""
         if self.rng.random() >= W.BENIGN_TYPO_RATE:
-            return segs
+            return [piece for seg in segs for piece in split_carrier(seg)]
         context = [i for i, s in enumerate(segs) if not s.concept and any(len(w) > 3 for w in s.text.split())]
+        changed: dict[int, list[Segment]] = {}
         for i in self.rng.sample(context, min(len(context), self.rng.randint(1, 2))):
             words = segs[i].text.split()
             k = self.rng.choice([j for j, w in enumerate(words) if len(w) > 3])
             words[k] = char_trick(words[k], self.rng) if self.rng.random() < 0.8 else words[k].upper()
-            segs[i] = Segment(" ".join(words))
-        return segs
+            changed[i] = split_carrier(segs[i], words) if segs[i].carrier_word >= 0 else [Segment(" ".join(words))]
+        return [piece for i, seg in enumerate(segs) for piece in changed.get(i) or split_carrier(seg)]
 
     def unsafe(self, term: Term, n_concepts: int = 1) -> Sample:
         terms = [term] + [self.pick(self.terms) for _ in range(n_concepts - 1)]

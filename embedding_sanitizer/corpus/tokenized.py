@@ -23,8 +23,9 @@ class ChunkSet:
     """Unique chunks (token ids) and training examples that pair an input chunk with a target chunk.
 
     ``maps[e][p]`` is the target chunk's position paired with input position ``p``;
-    ``labels[e][p]`` is the concept strength (1, or lower for merely suggestive terms) on concept
-    tokens, 0 on other words and -1 on BOS/EOS/PAD.
+    ``labels[e][p]`` is the target score of the position (``Segment.target``): the concept strength (1, or
+    lower for merely suggestive terms) on concept tokens, a lower carrier score on a subject the concept
+    modifies, 0 on other words and -1 on BOS/EOS/PAD.
     """
 
     chunks: list[tuple[int, ...]] = field(default_factory=list)
@@ -103,7 +104,7 @@ def tokenize_samples(samples: list[Sample], encoder, pad_rows: int = 3, check: i
                 a_start_of.append(a_off if j == 0 else None)
                 amap.append(a_off + min(len(a) - 1, (j * len(a)) // len(u)) if a else a_off)
             u_words += u
-            u_lab += [float(seg.strength) if seg.concept else 0.0] * len(u)
+            u_lab += [float(seg.target)] * len(u)
             a_words += a
         if not u_words:
             continue
