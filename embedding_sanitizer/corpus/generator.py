@@ -29,8 +29,8 @@ SUGGESTIVE_STRENGTH = 0.6
 CORE_TERM_WEIGHT = 2
 # Target score of the subject a concept word modifies ("woman" in "a nude woman"), times the concept's
 # strength. The subject's row carries the concept through attention, and the concept phrase is what the
-# heatmap should show: the subject lighter than the concept word, never enough to edit a chunk on its own
-# at the default intensity.
+# heatmap should show: the subject lighter than the concept word. At the default intensity a score this
+# high edits a chunk on its own only with the whole-prompt detector's support (``es_model.CONFIRM_SCORE``).
 CARRIER_STRENGTH = 0.4
 EXTRA_WORD_SHARE = 0.6  # share of sprinkled everyday words drawn from ``extra_words`` when given
 EXTRA_SPRINKLE_RATE = 0.65  # share of prompts that get everyday words when ``extra_words`` are given (else 0.5)
