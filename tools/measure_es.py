@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from embedding_sanitizer import Sanitizer, Settings  # noqa: E402
 from embedding_sanitizer.encoders.select import load_encoder  # noqa: E402
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_PAD, ROLE_WORD  # noqa: E402
+from embedding_sanitizer.prompt_detector import chunk_vectors  # noqa: E402
 from embedding_sanitizer.train import auroc  # noqa: E402
 from embedding_sanitizer.weights_io import load_es  # noqa: E402
 
@@ -168,34 +169,22 @@ def preserve(runner, coco: list[str]) -> dict:
             "share_max_score_over_0.5": round(sum(s > 0.5 for s in max_score) / n, 4)}
 
 
-def pooled(rows: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-    mask = (roles != ROLE_PAD).unsqueeze(-1).float()
-    p = (rows * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return torch.nn.functional.normalize(p, dim=-1)
-
-
 def erase(runner, data: Path) -> dict:
     pairs = read_csv(data / "copro/CoPro_balanced_1k.csv")
     unsafe = [p["unsafe_prompt"].strip() for p in pairs]
     safe = [p["safe_prompt"].strip() for p in pairs]
     n = len(pairs)
-    enc = runner.encoder
     p_u, p_s, p_out, det = [None] * n, [None] * n, [None] * n, torch.zeros(n)
     for part, tb, rows, res in runner.run(unsafe):
-        pu, po = pooled(rows, res.roles), pooled(res.embeddings.float(), res.roles)
+        pu, po = chunk_vectors(rows, res.roles, "mean"), chunk_vectors(res.embeddings.float(), res.roles, "mean")
         for k, i in enumerate(part):
             p_u[i], p_out[i] = pu[k], po[k]
             det[i] = float(res.scores[k].max())
     det_safe = torch.zeros(n)
-    for start in range(0, n, 64):
-        tb, out = enc.encode_texts(safe[start:start + 64])
-        from embedding_sanitizer.layout import token_roles
-        ps = pooled(out.tokens.float(), token_roles(tb.ids, enc.layout))
-        for k in range(len(ps)):
-            p_s[start + k] = ps[k]
-    for part, tb, rows, res in runner.run(safe):
+    for part, tb, rows, res in runner.run(safe):  # one encoder pass: original rows and scores together
+        ps = chunk_vectors(rows, res.roles, "mean")
         for k, i in enumerate(part):
-            det_safe[i] = float(res.scores[k].max())
+            p_s[i], det_safe[i] = ps[k], float(res.scores[k].max())
     pu, ps, po = torch.stack(p_u), torch.stack(p_s), torch.stack(p_out)
     d0 = 1 - (pu * ps).sum(-1)
     d1 = 1 - (po * ps).sum(-1)
