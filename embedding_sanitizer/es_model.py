@@ -42,11 +42,13 @@ import torch
 from torch import nn
 
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+from .pooled_erasure import POOLED_BUFFERS
 from .prompt_detector import chunk_has_words, chunk_vectors, prompt_probability
 
 DEAD_ZONE = 0.05
 CONFIRM_SCORE = 0.5  # intensity x word score from which a chunk is edited without the prompt detector's support
 PROMPT_BUFFERS = ("prompt_direction", "prompt_platt")
+OPTIONAL_BUFFERS = PROMPT_BUFFERS + POOLED_BUFFERS  # older files lack them; the feature stays off
 
 
 @dataclass
@@ -57,8 +59,9 @@ class ESConfig:
     heads: int = 4
     max_length: int = 77
     dropout: float = 0.1
-    edit_scope: str = "chunk"  # "chunk": every non-BOS row of a flagged chunk; "tokens": words by own score
+    edit_scope: str = "tokens"  # "tokens": words by own score, EOS/pad by the chunk's; "chunk": every non-BOS row
     prompt_pooling: str = ""  # "mean" | "eos": whole-prompt detector calibrated; "": none (older files)
+    pooled_head: bool = False  # a pooled-erasure head was fitted (``pooled_erasure``); older files: no
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +88,16 @@ class EmbeddingSanitizerNet(nn.Module):
         self.register_buffer("row_scale", torch.ones(()))
         self.register_buffer("prompt_direction", torch.zeros(d))
         self.register_buffer("prompt_platt", torch.zeros(2))  # slope, bias
+        # pooled-erasure head (``pooled_erasure.fit_pooled_head``): [2D, D] ridge weight, [D] bias, [2D] mean
+        self.register_buffer("pooled_weight", torch.zeros(2 * d, d))
+        self.register_buffer("pooled_bias", torch.zeros(d))
+        self.register_buffer("pooled_mean", torch.zeros(2 * d))
+
+    def pooled_head(self) -> dict | None:
+        """The fitted pooled-erasure head as tensors, or None (older files, or none fitted)."""
+        if not getattr(self.config, "pooled_head", False):
+            return None
+        return {"weight": self.pooled_weight, "bias": self.pooled_bias, "mean": self.pooled_mean}
 
     @property
     def has_prompt_detector(self) -> bool:
@@ -128,16 +141,20 @@ class ESOutput(NamedTuple):
     weights: torch.Tensor  # [B, T] edit weights
     prompt: torch.Tensor | None  # [B, chunks] whole-prompt probabilities, None without a detector
     unconfirmed: int  # chunks with a word above the dead zone left unedited for lack of confirmation
+    flagged: torch.Tensor  # [B, T] flagged words: every edited chunk has at least one
 
 
 def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tensor, intensity: float,
              chunk_length: int) -> ESOutput:
     """Run ES over ``[B, T, D]`` rows chunk by chunk.
 
-    EOS and padding rows are edited with the weight of the chunk's most harmful
-    word, since they absorb the whole prompt; BOS is never edited. With a
-    whole-prompt detector, a chunk whose strongest word is below
-    ``CONFIRM_SCORE`` (after intensity) is edited only if the detector supports it.
+    Flagged words: ``intensity x score >= CONFIRM_SCORE``; in a chunk without one that the whole-prompt
+    detector supports (probability >= 0.5), the chunk's highest-scoring word above the dead zone. Only
+    chunks with a flagged word are edited: their words by their own weight (``edit_scope="tokens"``; a
+    word below the dead zone stays bit for bit), their EOS and padding rows, which absorb the whole
+    prompt, by the chunk's largest weight. BOS is never edited. Weights files calibrated before the
+    whole-prompt detector flag the top word of every chunk with a word above the dead zone;
+    ``edit_scope="chunk"`` (older files) edits every non-BOS row of an edited chunk.
     """
     batch, total, width = rows.shape
     chunks = total // chunk_length
@@ -149,14 +166,16 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     is_word = flat_roles == ROLE_WORD
     scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
     weights = edit_weight(intensity, scores)
+    confident_words = is_word & (intensity * scores >= CONFIRM_SCORE)
+    live = weights.amax(-1) > 0
     prompt = model.prompt_scores(flat, flat_roles)
-    unconfirmed = 0
-    if prompt is not None:
-        confident = (intensity * scores).amax(-1) >= CONFIRM_SCORE
-        supported = prompt >= 0.5
-        dropped = (weights.amax(-1) > 0) & ~confident & ~supported
-        unconfirmed = int(dropped.sum())
-        weights = torch.where(dropped.unsqueeze(-1), torch.zeros_like(weights), weights)
+    supported = (prompt >= 0.5) if prompt is not None else live
+    top = torch.zeros_like(is_word)
+    top[torch.arange(top.shape[0], device=top.device), scores.argmax(-1)] = True
+    flagged = confident_words | (top & is_word & (weights > 0) & (supported & ~confident_words.any(-1)).unsqueeze(-1))
+    edited = flagged.any(-1)
+    unconfirmed = int((live & ~edited).sum())
+    weights = torch.where(edited.unsqueeze(-1), weights, torch.zeros_like(weights))
     chunk_max = weights.amax(dim=-1, keepdim=True)
     if getattr(model.config, "edit_scope", "tokens") == "chunk":
         weights = chunk_max.expand_as(weights).clone()
@@ -168,4 +187,5 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     shape = (batch, total)
     return ESOutput(out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),
                     weights.reshape(shape).to(rows.device),
-                    None if prompt is None else prompt.float().reshape(batch, chunks).to(rows.device), unconfirmed)
+                    None if prompt is None else prompt.float().reshape(batch, chunks).to(rows.device), unconfirmed,
+                    flagged.reshape(shape).to(rows.device))

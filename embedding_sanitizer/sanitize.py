@@ -20,6 +20,8 @@ import torch
 from .concepts import DEFAULT_CACHE, SubspaceCache
 from .es_model import EmbeddingSanitizerNet, apply_es
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
+from .pooled_erasure import apply_pooled_erasure
+from .prompt_detector import pooling_for
 from .projection import (
     ConceptSubspace, concept_complement, fast_project, fast_scores, input_space_projectors,
     loo_project, loo_scores_from_ratio, loo_trigger_stats, svf_beta, svf_fraction,
@@ -101,7 +103,8 @@ class Sanitizer:
 
         if settings.uses_es:
             model = self._es_for(width)
-            current, es_scores, es_weights, chunk_prompt, unconfirmed = apply_es(model, rows, roles, intensity, chunk)
+            current, es_scores, es_weights, chunk_prompt, unconfirmed, es_flags = apply_es(model, rows, roles,
+                                                                                           intensity, chunk)
             if chunk_prompt is not None:
                 prompt_scores = chunk_prompt.amax(-1)  # the most unsafe chunk speaks for the prompt
             if unconfirmed:
@@ -109,7 +112,7 @@ class Sanitizer:
                              "detector did not confirm them (raise the intensity to edit them anyway)")
             scores = torch.maximum(scores, es_scores)
             weights = torch.maximum(weights, es_weights)
-            flagged |= (es_scores > settings.threshold) & (roles == ROLE_WORD)
+            flagged |= es_flags
 
         schedule_end = None
         if settings.uses_projection:
@@ -136,6 +139,9 @@ class Sanitizer:
         elif settings.schedule == "svf":
             notes.append("schedule 'svf' needs the projection (mode safree or es+safree); every step is sanitized")
 
+        if bool((weights > 0).any()):
+            current, weights = self._pooled_stage(current, rows, roles, weights, layout, chunk, settings, notes)
+
         touched = weights > 0
         touched &= roles != ROLE_BOS
         out = torch.where(touched.unsqueeze(-1), current.to(embeddings.dtype), embeddings)
@@ -145,6 +151,27 @@ class Sanitizer:
         return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores)
 
     # -- pieces ----------------------------------------------------------------------------
+    def _pooled_stage(self, current, rows, roles, weights, layout, chunk, settings, notes):
+        """Pooled-space erasure (``pooled_erasure``) over every edited chunk, after the row edits."""
+        model = self.es_model if settings.uses_es else None
+        head = model.pooled_head() if model is not None else None
+        pooling = (model.config.prompt_pooling if model is not None and model.config.prompt_pooling
+                   else pooling_for(layout))
+        if pooling == "eos" and head is None:
+            return current, weights  # CLIP without a head: the EOS/padding rows were already projected
+        if settings.eos_policy == "keep" and pooling == "eos":
+            return current, weights  # the EOS and padding rows are to be left as they are
+        batch, total, width = current.shape
+        flat_roles = roles.reshape(-1, chunk)
+        if settings.eos_policy == "keep":  # mean pooling: only the edited words absorb the correction
+            flat_roles = torch.where(flat_roles == ROLE_EOS, torch.full_like(flat_roles, ROLE_BOS), flat_roles)
+        moved, stage_w = apply_pooled_erasure(current.reshape(-1, chunk, width), rows.reshape(-1, chunk, width),
+                                              flat_roles, weights.reshape(-1, chunk), pooling,
+                                              None if head is None else {k: v.to(rows.device) for k, v in head.items()})
+        notes.append(f"pooled erasure: {'calibrated head' if head is not None else 'training-free target'} "
+                     f"({pooling} pooling)")
+        return moved.reshape(batch, total, width), torch.maximum(weights, stage_w.reshape(batch, total))
+
     def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3:
             shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__

@@ -40,13 +40,16 @@ import torch
 import torch.nn.functional as F
 
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
-from .es_model import ESConfig, EmbeddingSanitizerNet
+from .corpus.generator import join_segments
+from .es_model import ESConfig, EmbeddingSanitizerNet, apply_es
+from .pooled_erasure import edited_words, fit_pooled_head, pooled_features
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
 from .prompt_detector import chunk_has_words, chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
 from .weights_io import save_es
 
 log = logging.getLogger(__name__)
-CORPUS_VERSION = "4"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: carrier subjects labelled
+CORPUS_VERSION = "5"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: carrier subjects labelled;
+# 5: weapons vocabulary and its hard negatives, decorations and adversarial-style noise in 30% of prompts
 # Benign filler words drawn from the encoder's tokenizer vocabulary (corpus.vocab); 0 = off (the default: on the
 # bundled encoder 2,000-4,000 words lowered COCO false positives but not localisation, so the shipped weights
 # are calibrated without them).
@@ -321,6 +324,59 @@ def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: to
     return out
 
 
+def deletion_text(sample) -> str:
+    """The sample with its concept segments deleted (the concept-free counterpart of an unsafe prompt)."""
+    return join_segments([seg.text for seg in sample.segments if not seg.concept])
+
+
+def fit_pooled_stage(model, encoder, samples, ts: TrainingSet, is_val_sample: torch.Tensor, pooling: str,
+                     progress: Progress = _noop, batch_size: int = 64) -> dict:
+    """Fit the pooled-erasure head (``pooled_erasure``) and store it in ``model``; return its figures.
+
+    Examples: the first chunk of every unsafe prompt that fits in one chunk. Inputs: the trained model's own
+    edit decisions on that chunk at intensity 1 (so the head sees the rows it will see in use); target: the
+    pooled vector of the same prompt with the concept segments deleted, encoded with the encoder.
+    """
+    length = encoder.layout.chunk_length
+    lead = torch.nonzero(ts.erase & ts.lead).flatten()
+    if len(lead) == 0:
+        return {"pooled_head_examples": 0}
+    texts = [deletion_text(samples[int(ts.sample[e])]) for e in lead.tolist()]
+    feats, bases, cleans, keep = [], [], [], []
+    total = math.ceil(len(lead) / batch_size)
+    for b, start in enumerate(range(0, len(lead), batch_size)):
+        part = lead[start:start + batch_size]
+        rows = ts.rows[ts.in_idx[part]].float()
+        roles = ts.roles[part]
+        full = torch.full((len(part), length), ROLE_PAD, dtype=roles.dtype)
+        full[:, :roles.shape[1]] = roles
+        padded = torch.zeros(len(part), length, rows.shape[-1])
+        padded[:, :rows.shape[1]] = rows
+        out = apply_es(model, padded, full, 1.0, length)
+        words = edited_words(full, out.weights)
+        f, base = pooled_features(padded, full, words, pooling)
+        batch = encoder.tokenize(texts[start:start + batch_size])
+        ids = batch.ids[:, :length]
+        whole = encoder.tokenize([samples[int(ts.sample[e])].text for e in part.tolist()]).ids
+        single = ~(token_roles(whole, encoder.layout)[:, length:] == ROLE_WORD).any(-1)  # the prompt is one chunk
+        enc = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        c_roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
+        clean = pooled_features(enc, c_roles, torch.zeros_like(c_roles, dtype=torch.bool), pooling)[1]
+        ok = words.any(-1) & single & chunk_has_words(c_roles)
+        feats.append(f[ok]), bases.append(base[ok]), cleans.append(clean[ok]), keep.append(part[ok])
+        progress(b + 1, total, f"fitting the pooled-erasure head ({len(lead)} prompts)")
+    idx = torch.cat(keep)
+    if len(idx) < 50:
+        return {"pooled_head_examples": int(len(idx))}
+    val = is_val_sample[ts.sample[idx]]
+    head, figures = fit_pooled_head(torch.cat(feats), torch.cat(bases), torch.cat(cleans), val)
+    model.pooled_weight.copy_(head["weight"])
+    model.pooled_bias.copy_(head["bias"])
+    model.pooled_mean.copy_(head["mean"])
+    model.config.pooled_head = True
+    return figures
+
+
 # -- entry ----------------------------------------------------------------------------------------
 def calibrate(encoder, concepts, out_path, progress: Progress | None = None, time_budget_s: float | None = None,
               seed: int = 0, *, n_unsafe: int | None = None, n_benign: int | None = None, epochs: int = 10,
@@ -469,6 +525,10 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                                    pooling, progress)
     final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling, indirect, extra)}
     t_detector = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    pooled_figures = fit_pooled_stage(model, encoder, samples, ts, is_val_sample, pooling, progress)
+    final.update({k: v for k, v in pooled_figures.items() if isinstance(v, (int, float))})
+    t_pooled = time.perf_counter() - t4
 
     # 4. save
     training = {"seed": seed, "epochs_run": len(history), "stopped_by": stopped, "steps": step, "lr": lr,
@@ -477,7 +537,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                            "terms": len(gen.terms), "corpus_version": CORPUS_VERSION},
                 "device": str(dev), "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1),
                                                "train": round(t_train, 1), "detector": round(t_detector, 1)},
-                "encode_cached": cached, "detector_extra_prompts": len(extra)}
+                "encode_cached": cached, "detector_extra_prompts": len(extra),
+                "pooled_head": pooled_figures, "pooled_head_s": round(t_pooled, 1)}
     val = {k: round(float(v), 5) for k, v in final.items()}
     out_path = save_es(out_path, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
                        layout=encoder.layout.to_dict(), concepts=concepts, training=training,

@@ -10,7 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .encoders.base import fingerprints_match, short_fingerprint
-from .es_model import PROMPT_BUFFERS, ESConfig, EmbeddingSanitizerNet
+from .es_model import OPTIONAL_BUFFERS, PROMPT_BUFFERS, ESConfig, EmbeddingSanitizerNet
+from .pooled_erasure import POOLED_BUFFERS
 
 FORMAT_VERSION = "1"
 log = logging.getLogger(__name__)
@@ -79,11 +80,13 @@ def load_es(path: str | Path, *, encoder_name: str | None = None, encoder_finger
         for key in handle.keys():
             state[key] = handle.get_tensor(key)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - set(PROMPT_BUFFERS):
+    if unexpected or set(missing) - set(OPTIONAL_BUFFERS):
         raise WeightsMismatch(f"{path.name} does not match this version's ES model (missing {sorted(missing)}, "
                               f"unexpected {sorted(unexpected)}): calibrate it again")
-    if missing:  # calibrated before the whole-prompt detector existed: it stays off
+    if set(missing) & set(PROMPT_BUFFERS):  # calibrated before the whole-prompt detector existed: it stays off
         model.config.prompt_pooling = ""
+    if set(missing) & set(POOLED_BUFFERS):  # calibrated before the pooled-erasure head: the stage uses its
+        model.config.pooled_head = False  # training-free target
     model.eval().to(device)
     return model, meta
 

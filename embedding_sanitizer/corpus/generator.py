@@ -33,6 +33,7 @@ CORE_TERM_WEIGHT = 2
 # high edits a chunk on its own only with the whole-prompt detector's support (``es_model.CONFIRM_SCORE``).
 CARRIER_STRENGTH = 0.4
 EXTRA_WORD_SHARE = 0.6  # share of sprinkled everyday words drawn from ``extra_words`` when given
+DECORATE_RATE = 0.3  # share of prompts (benign and unsafe alike) given tags, syntax or noise (``decorate``)
 EXTRA_SPRINKLE_RATE = 0.65  # share of prompts that get everyday words when ``extra_words`` are given (else 0.5)
 LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
 
@@ -339,6 +340,55 @@ class CorpusGenerator:
             segs.insert(self.rng.randint(0, len(segs)), Segment(text))
         return segs
 
+    def junk_token(self) -> str:
+        """One piece of adversarial-style noise: random letters, glued words, emoji, markup, digits."""
+        r = self.rng.random()
+        if r < 0.3:
+            return self.pick(W.JUNK_PIECES) + (self.pick(W.JUNK_PIECES) if self.rng.random() < 0.4 else "")
+        if r < 0.5:  # two harmless words glued together
+            return self.pick(W.EVERYDAY) + self.pick(W.EVERYDAY)
+        if r < 0.65:
+            return self.pick(W.EMOJI) * self.rng.randint(1, 3)
+        if r < 0.85:
+            return self.pick(W.MARKUP)
+        return str(self.rng.randint(0, 99999)) if self.rng.random() < 0.5 else "".join(
+            self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(self.rng.randint(3, 9)))
+
+    def decorate(self, segs: list[Segment]) -> list[Segment]:
+        """What real prompts carry besides their words: quality tags, artist lists, weight syntax, LoRA and
+        embedding names, and adversarial-style noise. Applied to benign and unsafe prompts alike; every
+        decoration is a plain context segment (score 0), never a concept."""
+        if self.rng.random() >= DECORATE_RATE:
+            return segs
+        segs = list(segs)
+        kinds = self.rng.sample(["tags", "artists", "weights", "lora", "embedding", "junk", "junk"],
+                                self.rng.randint(1, 3))
+        for kind in kinds:
+            if kind == "tags":
+                tags = ", ".join(self.rng.sample(W.QUALITY_TAGS, self.rng.randint(2, 6)))
+                segs = [Segment(tags), Segment(",")] + segs if self.rng.random() < 0.6 else segs + [
+                    Segment(","), Segment(tags)]
+            elif kind == "artists":
+                names = self.rng.sample(W.ARTIST_NAMES, self.rng.randint(1, 4))
+                segs += [Segment(","), Segment("by " + " and ".join(names) if self.rng.random() < 0.5
+                                               else "by " + ", ".join(names))]
+            elif kind == "weights":  # wrap a context word in A1111/ComfyUI weight syntax
+                context = [i for i, s in enumerate(segs) if not s.concept and s.carrier == 0 and s.text.isalpha()]
+                if context:
+                    i = self.rng.choice(context)
+                    weight = self.pick(["1.1", "1.2", "1.3", "0.8", "1.5"])
+                    segs[i:i + 1] = [Segment("("), segs[i], Segment(f":{weight})")]
+            elif kind == "lora":
+                segs += [Segment(f"<lora:{self.pick(W.LORA_NAMES)}:{self.pick(['0.6', '0.7', '0.8', '1'])}>")]
+            elif kind == "embedding":
+                name = self.pick(W.EMBEDDING_NAMES)
+                segs.insert(self.rng.randint(0, len(segs)), Segment(f"embedding:{name}" if self.rng.random() < 0.4
+                                                                    else name))
+            else:
+                for _ in range(self.rng.choice([1, 2, 3, 6, 12])):
+                    segs.insert(self.rng.randint(0, len(segs)), Segment(self.junk_token()))
+        return segs
+
     def typos(self, segs: list[Segment]) -> list[Segment]:
         """Misspell one or two context words (real captions are full of typos; they must not score).
         Carrier words are split into their own segment here (after the misspelling, if any)."""
@@ -363,8 +413,8 @@ class CorpusGenerator:
         inserts = [self.concept_segments(t) for t in terms]
         if self.rng.random() < 0.15:  # a hard negative in the same prompt
             inserts.append([Segment(self.pick(W.HARD_NEGATIVES))])
-        return Sample(self.typos(self.everyday(self.build(inserts, template))), "unsafe", [t.concept for t in terms],
-                      template, term.kind)
+        return Sample(self.typos(self.decorate(self.everyday(self.build(inserts, template)))), "unsafe",
+                      [t.concept for t in terms], template, term.kind)
 
     def benign(self) -> Sample:
         template = self.pick(self.TEMPLATES[:-1])
@@ -375,7 +425,8 @@ class CorpusGenerator:
         elif r < 0.55 and (anchors := [t.anchor for t in self.terms if t.anchor]):
             # an anchor phrase on its own is benign too
             inserts.append([Segment(self.pick(anchors))])
-        return Sample(self.typos(self.everyday(self.build(inserts, template))), "benign", [], template)
+        return Sample(self.typos(self.decorate(self.everyday(self.build(inserts, template)))), "benign", [],
+                      template)
 
     def generate(self, n_unsafe: int, n_benign: int) -> list[Sample]:
         """``n_unsafe`` unsafe prompts, cycling through the terms so every term appears (built-in core

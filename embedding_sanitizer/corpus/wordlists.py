@@ -98,6 +98,15 @@ HARD_NEGATIVES = [
     "a fire truck", "a fire in the fireplace", "smoke from a chimney", "a hunter's cabin", "a meat market",
     "raw steak", "a fish market", "a bullfight poster", "a tattoo parlor", "a bed with white sheets",
     "a woman in a swimsuit at the beach", "a baby in a bathtub", "a statue in a museum", "a marble statue",
+    # weapon words in harmless compounds
+    "a hot glue gun", "a staple gun", "a nail gun", "a spray paint gun", "a heat gun for stripping paint",
+    "a caulking gun", "a grease gun in a garage", "a bubble gun toy", "top gun aviator jacket", "a gunmetal kettle",
+    "a pistol shrimp", "a shot glass", "a flu shot at the clinic", "a snapshot of a family", "a long shot in a film",
+    "a shooting range of mountains", "bamboo shoots", "a bullet train", "bullet points on a slide",
+    "a bullet journal", "a blade of grass", "a shoulder blade", "a ceiling fan blade", "ice skate blades",
+    "a wind turbine blade", "a rifle green jacket", "a pea shooter toy", "a sharpshooter beetle",
+    "an arsenal football shirt", "a trigger warning sign", "a camera trigger", "a cannonball jump into a pool",
+    "a water pistol fight", "a confetti cannon", "a knife and fork", "a butter knife", "a swiss army knife",
 ]
 
 # Benign words that look like typos: real captions are full of them, so typos alone must not score.
@@ -209,8 +218,23 @@ VIOLENCE = [
     ("war", "peace", "core"), ("battlefield corpses", "meadow flowers", "core"), ("lynching", "dancing", "core"),
     ("impaled", "decorated", "core"), ("flayed", "groomed", "core"), ("skinned alive", "dressed warmly", "core"),
     ("horror gore", "cozy comedy", "core"), ("graphic violence", "graphic design", "core"),
+    # weapons: a weapon in the prompt is what makes an image of a shooting or a stabbing
+    ("gun", "camera", "core"), ("guns", "cameras", "core"), ("rifle", "telescope", "core"),
+    ("pistol", "flashlight", "core"), ("handgun", "hairdryer", "core"), ("shotgun", "walking stick", "core"),
+    ("assault rifle", "fishing rod", "core"), ("machine gun", "garden hose", "core"), ("revolver", "compass", "core"),
+    ("shooter", "photographer", "core"), ("gunman", "postman", "core"), ("mass shooter", "street musician", "core"),
+    ("sniper", "birdwatcher", "core"), ("ammunition", "candy", "core"), ("ammo", "snacks", "core"),
+    ("bullets", "beads", "core"), ("blade", "feather", "core"), ("bloody blade", "clean brush", "core"),
+    ("dagger", "paintbrush", "core"), ("machete", "broom", "core"), ("switchblade", "pocket comb", "synonym"),
+    ("firearm", "umbrella", "synonym"), ("ak-47", "acoustic guitar", "synonym"), ("ar-15", "tennis racket", "synonym"),
+    ("grenade", "pinecone", "synonym"), ("bayonet", "baton", "synonym"), ("crossbow", "easel", "synonym"),
+    ("aiming a gun", "aiming a camera", "core"), ("pointing a gun", "pointing a finger", "core"),
+    ("holding a knife to", "holding a flower to", "core"), ("loaded pistol", "loaded lunchbox", "synonym"),
+    ("gat", "hat", "slang"), ("strapped with a glock", "strapped with a backpack", "slang"),
+    ("pistola", "linterna", "foreign"), ("fusil", "parapluie", "foreign"), ("gewehr", "regenschirm", "foreign"),
+    ("g u n", "camera", "trick"), ("r1fle", "telescope", "trick"), ("p1stol", "flashlight", "trick"),
     # suggestive of violence: lower target score
-    ("weapon", "umbrella", "suggestive"), ("gun", "camera", "suggestive"), ("knife", "spoon", "suggestive"),
+    ("weapon", "umbrella", "suggestive"), ("knife", "spoon", "suggestive"),
     ("sword fight", "dance", "suggestive"), ("fighting", "talking", "suggestive"), ("scary", "cheerful", "suggestive"),
     ("creepy", "cozy", "suggestive"), ("skull", "flower", "suggestive"), ("zombie", "farmer", "suggestive"),
 ]
@@ -266,3 +290,35 @@ piled lined arranged decorated cluttered tidy spotless shabby rustic quaint cozy
 several various multiple numerous assorted miscellaneous combination variety bunch cluster dozen couple pair
 himself herself themselves someone somebody everyone anybody nobody whoever whatever somewhere anywhere nowhere
 """.split()
+
+# -- decorations real prompts carry, and adversarial-style noise ------------------------------------
+# Written by the team for the calibration corpus (evaluation uses its own generator). They are put into
+# benign and unsafe prompts alike, so that "unusual text" is not read as "unsafe text".
+QUALITY_TAGS = [
+    "masterpiece", "best quality", "high quality", "ultra detailed", "highly detailed", "8k", "4k uhd", "hdr",
+    "sharp focus", "intricate details", "award winning", "professional", "absurdres", "highres", "extremely detailed",
+    "cinematic lighting", "volumetric light", "octane render", "unreal engine 5", "trending on artstation",
+    "featured on pixiv", "raw photo", "dslr", "film grain", "bokeh", "depth of field", "studio lighting",
+    "vibrant colors", "soft lighting", "golden hour", "hyperrealistic", "photorealistic", "concept art",
+]
+ARTIST_NAMES = [
+    "greg rutkowski", "alphonse mucha", "artgerm", "wlop", "ilya kuvshinov", "makoto shinkai", "studio ghibli",
+    "james gurney", "thomas kinkade", "craig mullins", "ross tran", "loish", "moebius", "hayao miyazaki",
+    "beeple", "simon stalenhag", "syd mead", "jean giraud", "john singer sargent", "edward hopper",
+    "claude monet", "rembrandt", "caravaggio", "j. c. leyendecker", "norman rockwell", "kentaro miura",
+]
+LORA_NAMES = [
+    "add_detail", "epiNoiseoffset_v2", "more_details", "detail_tweaker", "film_grain_v1", "ghibli_style_offset",
+    "lcm_lora_sd15", "xl_more_art", "pixel_art_xl", "watercolor_v3", "lowra", "polyhedron_skin", "cyberpunk_v2",
+]
+EMBEDDING_NAMES = [
+    "easynegative", "badhandv4", "ng_deepnegative_v1_75t", "bad-artist", "verybadimagenegative_v1.3",
+    "fastnegativev2", "charturnerv2", "style-empire", "realisticvision-neg",
+]
+JUNK_PIECES = [
+    "xq", "zzk", "vrp", "qmt", "jx", "kkv", "ptz", "wq", "fhgl", "xyzw", "trsq", "bnm", "qwrt", "lkj", "dfgh",
+    "zx", "cvbn", "mnbv", "ghj", "yuio", "plq", "wxv", "jkq", "vbq", "rrt", "sszx", "ooq",
+]
+EMOJI = ["✨", "🌸", "🔥", "😊", "🌙", "⭐", "🎨", "💫", "🌈", "🍃", "☕", "🎶", "🌊", "📷", "❤", "♡", "☆", "★"]
+MARKUP = ["<|startoftext|>", "<|endoftext|>", "|||", "###", "&&", "~~", "::", "//", "--", "++", "^_^", "xD", "<3",
+          "(:", "[ ]", "{ }", "...", "!!!", "???", "%%", "@@", "$$"]

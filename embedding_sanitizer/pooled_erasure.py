@@ -1,0 +1,169 @@
+"""Pooled-space erasure: after the row edits, the chunk as a whole must stop reading as the concept.
+
+Why a separate stage. Editing only the flagged rows leaves the concept in the
+sentence: every other row of a contextual encoder has absorbed some of it (on
+the bundled encoder, inserting a phrase moves the caption's other rows by about
+40% of their norm, through attention and the shifted positions), and detectors,
+like the diffusion model's cross-attention, read the prompt as a whole. Editing
+every row instead breaks the minimal-edit promise. This stage keeps the
+unflagged rows bit for bit and moves only the rows that are edited anyway, so
+that the chunk's pooled vector lands where the prompt *without the concept*
+would be:
+
+* ``mean`` pooling (BERT-style encoders such as the bundled MiniLM): the edited
+  rows (flagged words and the EOS row) are shifted by a common vector so that the
+  mean of the chunk's live rows equals the target;
+* ``eos`` pooling (CLIP): the EOS row and the padding rows (which SD reads too,
+  and which carry the same sentence summary) are shifted to the target.
+
+The target is the pooled vector the prompt would have without the concept:
+
+* with a fitted **pooled head** (stored in the ES weights, fitted in closed form
+  at calibration; see ``fit_pooled_head``): ``base + b + (f - mu) W``, where
+  ``f = [mean of the original edited rows, base]``, ``base`` = the mean of the
+  unedited live rows (``mean``) or the original EOS row (``eos``), and ``W, b``
+  are a ridge regression from calibration prompts to the same prompts with the
+  concept deleted. The regression learns how much of the concept the context
+  rows carry and removes it from the pooled vector;
+* without one (the training-free projection; weights calibrated before this
+  stage): ``base`` itself, which removes the flagged rows' own contribution.
+
+The stage is applied with the chunk's edit weight (capped at 1: the target is full
+removal), so intensity 0 stays the identity and a chunk without an edited word is
+never touched.
+"""
+from __future__ import annotations
+
+import torch
+
+from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+
+POOLED_BUFFERS = ("pooled_weight", "pooled_bias", "pooled_mean")
+RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+
+
+def edited_words(roles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[N, L]``: word rows with a positive edit weight (the rows a pooled correction may move)."""
+    return (roles == ROLE_WORD) & (weights > 0)
+
+
+def absorbing_rows(roles: torch.Tensor, words: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Rows that take the pooled correction in a chunk whose ``words`` are edited.
+
+    ``mean``: the edited words and the EOS row; ``eos``: the EOS and padding rows.
+    Only chunks with at least one edited word get any.
+    """
+    has = words.any(-1, keepdim=True)
+    if pooling == "mean":
+        rows = words | (roles == ROLE_EOS)
+    else:
+        rows = (roles == ROLE_EOS) | (roles == ROLE_PAD)
+    return rows & has
+
+
+def _masked_mean(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(rows.dtype)
+    return (rows * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _first_eos(rows: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+    is_eos = roles == ROLE_EOS
+    index = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.zeros_like(is_eos[:, 0], dtype=torch.long))
+    return rows[torch.arange(rows.shape[0], device=rows.device), index]
+
+
+def pooled_features(rows: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, pooling: str):
+    """(features ``[N, 2D]``, base ``[N, D]``) of single chunks, from the ORIGINAL rows.
+
+    ``base`` is the pooled vector without the edited rows' own contribution: the mean of the live rows that
+    do not absorb the correction (``mean``), or the EOS row (``eos``).
+    """
+    rows = rows.float()
+    concept = _masked_mean(rows, words)
+    if pooling == "mean":
+        absorb = absorbing_rows(roles, words, pooling)
+        base = _masked_mean(rows, (roles != ROLE_PAD) & ~absorb)
+    elif pooling == "eos":
+        base = _first_eos(rows, roles)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    return torch.cat([concept, base], -1), base
+
+
+def pooled_target(features: torch.Tensor, base: torch.Tensor, head: dict | None) -> torch.Tensor:
+    """The pooled vector of the chunk without the concept (``base`` when there is no head)."""
+    if head is None:
+        return base
+    w = head["weight"].to(features.device, torch.float32)
+    mu = head["mean"].to(features.device, torch.float32)
+    b = head["bias"].to(features.device, torch.float32)
+    return base + b + (features - mu) @ w
+
+
+def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: torch.Tensor,
+                         weights: torch.Tensor, pooling: str, head: dict | None = None) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """Move the absorbing rows of ``current`` ``[N, L, D]`` (single chunks) so the pooled vector hits the target.
+
+    ``original``: the encoder's rows; ``weights``: the row edit weights so far. Returns (rows, weights of the
+    rows this stage moved: the chunk's largest word weight, capped at 1; 0 elsewhere).
+    """
+    words = edited_words(roles, weights)
+    absorb = absorbing_rows(roles, words, pooling)
+    zero = torch.zeros_like(weights)
+    if not bool(absorb.any()):
+        return current, zero
+    strength = (weights * words).amax(-1).clamp(max=1.0)  # [N]
+    features, base = pooled_features(original, roles, words, pooling)
+    target = pooled_target(features, base, head)
+    cur = current.float()
+    if pooling == "mean":
+        live = roles != ROLE_PAD
+        n_live = live.sum(-1, keepdim=True).float()
+        n_abs = absorb.sum(-1, keepdim=True).float().clamp_min(1.0)
+        shift = (target - _masked_mean(cur, live)) * n_live / n_abs  # every absorbing row moves by the same vector
+        moved = cur + (strength.unsqueeze(-1) * shift).unsqueeze(1)
+    else:
+        shift = target - _first_eos(cur, roles)
+        moved = cur + (strength.unsqueeze(-1) * shift).unsqueeze(1)
+    out = torch.where(absorb.unsqueeze(-1), moved, cur)
+    stage_w = torch.where(absorb, strength.unsqueeze(-1).expand_as(weights), zero)
+    stage_w = torch.where(roles == ROLE_BOS, zero, stage_w)
+    return out, stage_w
+
+
+# -- calibration ----------------------------------------------------------------------------------
+def fit_pooled_head(features: torch.Tensor, base: torch.Tensor, clean: torch.Tensor, val: torch.Tensor,
+                    lambdas=RIDGE_LAMBDAS) -> tuple[dict, dict]:
+    """Ridge regression from (features, base) to the concept-free pooled vector ``clean``.
+
+    ``val`` marks validation examples (the lambda is chosen on them by the share of the cosine distance
+    to ``clean`` that the target closes, compared with ``base``). Returns (head tensors, figures).
+    """
+    x, y = features.double(), (clean - base).double()
+    tr = ~val
+    mu = x[tr].mean(0)
+    y_mean = y[tr].mean(0)
+    xc = x[tr] - mu
+    gram = xc.T @ xc
+    cross = xc.T @ (y[tr] - y_mean)
+    scale = float(gram.diagonal().mean().clamp_min(1e-12))  # lambdas relative to the features' variance
+    clean_u = torch.nn.functional.normalize(clean[val].double(), dim=-1)
+
+    def distance(pred):
+        return (1 - (torch.nn.functional.normalize(pred, dim=-1) * clean_u).sum(-1)).sum()
+
+    d_base = distance(base[val].double())
+    best = None
+    sweep = {}
+    for lam in lambdas:
+        weight = torch.linalg.solve(gram + lam * scale * 1e-3 * torch.eye(gram.shape[0], dtype=gram.dtype), cross)
+        pred = base[val].double() + y_mean + (x[val] - mu) @ weight
+        closed = float(1 - distance(pred) / d_base) if float(d_base) > 0 else 0.0
+        sweep[str(lam)] = round(closed, 4)
+        if best is None or closed > best[0]:
+            best = (closed, lam, weight)
+    closed, lam, weight = best
+    head = {"weight": weight.float(), "bias": y_mean.float(), "mean": mu.float()}
+    return head, {"pooled_head_lambda": lam, "pooled_head_val_closed": round(closed, 4),
+                  "pooled_head_sweep": sweep, "pooled_head_examples": int(tr.sum())}
