@@ -283,16 +283,15 @@ class Policy:
             why = " (the required concepts need the projection)" if settings.mode == "es" else ""
             notes.append(f"mode forced to {mode!r} by policy{why}")
         current = settings.replace(**changes)
+        chosen_threshold = current.threshold  # the user's preset's; raising the floor must not loosen it
         if current.effective_intensity < self.min_intensity:
             changes["preset"] = "custom"
             changes["intensity"] = float(self.min_intensity)
             notes.append(f"intensity raised to the policy floor {self.min_intensity}")
-        current = settings.replace(**changes)
-        cap = min(float(settings.max_threshold), self.max_threshold)
-        if current.threshold > cap:
-            notes.append(f"detection threshold capped at {cap} by policy (preset {current.preset!r} "
-                         f"would use {current.threshold})")
-        changes["max_threshold"] = cap
+        if chosen_threshold > self.max_threshold:
+            notes.append(f"detection threshold capped at {self.max_threshold} by policy (preset "
+                         f"{current.preset!r} would use {chosen_threshold})")
+        changes["max_threshold"] = min(chosen_threshold, self.max_threshold)
         if settings.schedule == "svf" and not self.allow_svf:
             changes["schedule"] = "off"
             notes.append("schedule 'svf' (original conditioning for the later steps) turned off by policy; "
