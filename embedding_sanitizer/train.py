@@ -329,8 +329,11 @@ def deletion_text(sample) -> str:
     return join_segments([seg.text for seg in sample.segments if not seg.concept])
 
 
+POOLED_HEAD_PROMPTS = 1600  # unsafe prompts re-encoded without their concept for the pooled head (one pass each)
+
+
 def fit_pooled_stage(model, encoder, samples, ts: TrainingSet, is_val_sample: torch.Tensor, pooling: str,
-                     progress: Progress = _noop, batch_size: int = 64) -> dict:
+                     progress: Progress = _noop, batch_size: int = 64, max_prompts: int = POOLED_HEAD_PROMPTS) -> dict:
     """Fit the pooled-erasure head (``pooled_erasure``) and store it in ``model``; return its figures.
 
     Examples: the first chunk of every unsafe prompt that fits in one chunk. Inputs: the trained model's own
@@ -339,6 +342,8 @@ def fit_pooled_stage(model, encoder, samples, ts: TrainingSet, is_val_sample: to
     """
     length = encoder.layout.chunk_length
     lead = torch.nonzero(ts.erase & ts.lead).flatten()
+    if len(lead) > max_prompts:  # an even spread over the corpus (its prompts are in random order)
+        lead = lead[torch.linspace(0, len(lead) - 1, max_prompts).long()]
     if len(lead) == 0:
         return {"pooled_head_examples": 0}
     texts = [deletion_text(samples[int(ts.sample[e])]) for e in lead.tolist()]
@@ -383,7 +388,8 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
               batch_size: int = 128, lr: float = 3e-3, hidden: int = 128, layers: int = 2, heads: int = 4,
               pad_rows: int = 3, val_fraction: float = 0.1, patience: int = 3, device: str | None = None,
               cache_dir: str | Path | None = "default", loss_weights: dict | None = None,
-              pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS) -> dict:
+              pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS,
+              init_weights: str | Path | None = None) -> dict:
     """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
 
     ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
@@ -393,6 +399,8 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     ``threads`` sets torch's CPU thread count for the run (on a shared machine, fewer threads than
     cores avoids oversubscription). ``vocab_words`` > 0 sprinkles that many whole words of the encoder's
     own tokenizer vocabulary (filtered, ``corpus.vocab``) into contexts as benign filler.
+    ``init_weights``: start from an earlier calibration for the same encoder and architecture (its network
+    weights; the whole-prompt detector and the pooled head are fitted anew), so fewer epochs are needed.
     """
     previous_threads = torch.get_num_threads()
     if threads:
@@ -400,14 +408,14 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     try:
         return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
                           batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
-                          cache_dir, loss_weights, pos_weight, vocab_words)
+                          cache_dir, loss_weights, pos_weight, vocab_words, init_weights)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
                lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
-               pos_weight, vocab_words) -> dict:
+               pos_weight, vocab_words, init_weights=None) -> dict:
     t0 = time.perf_counter()
     progress = progress or _noop
     concepts = [str(c).strip() for c in concepts if str(c).strip()]
@@ -458,6 +466,17 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                       max_length=encoder.layout.chunk_length)
     model = EmbeddingSanitizerNet(config).to(dev)
     model.row_scale.fill_(rms)
+    if init_weights:
+        from .weights_io import load_es
+
+        start, _ = load_es(init_weights, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                           width=encoder.width)
+        if (start.config.hidden, start.config.layers, start.config.heads) != (hidden, layers, heads):
+            raise ValueError(f"{Path(init_weights).name} has another architecture (hidden {start.config.hidden}, "
+                             f"{start.config.layers} layers, {start.config.heads} heads)")
+        network = {k: v for k, v in start.state_dict().items() if not k.startswith(("prompt_", "pooled_"))}
+        model.load_state_dict(network, strict=False)
+        model.row_scale.fill_(rms)
     weights = {"erase": 1.0, "keep": 1.0, "bce": 1.0, "chunk_bce": 0.5, **(loss_weights or {})}
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
@@ -526,7 +545,9 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling, indirect, extra)}
     t_detector = time.perf_counter() - t3
     t4 = time.perf_counter()
-    pooled_figures = fit_pooled_stage(model, encoder, samples, ts, is_val_sample, pooling, progress)
+    over_budget = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
+    pooled_figures = fit_pooled_stage(model, encoder, samples, ts, is_val_sample, pooling, progress,
+                                      max_prompts=0 if over_budget else POOLED_HEAD_PROMPTS)
     final.update({k: v for k, v in pooled_figures.items() if isinstance(v, (int, float))})
     t_pooled = time.perf_counter() - t4
 

@@ -123,3 +123,17 @@ def test_calibrate_tiny_random_clip(tmp_path):
     meta = read_metadata(out)
     assert meta["width"] == 32 and meta["training"]["corpus"]["segment_tokenization_mismatch"].startswith("0/")
     assert summary["examples"] > 0
+
+
+def test_the_pooled_head_is_fitted_and_stored(calibrated, hash_encoder):
+    out, summary, _ = calibrated
+    meta = read_metadata(out)
+    figures = meta["training"]["pooled_head"]
+    model, _ = load_es(out)
+    if figures.get("pooled_head_examples", 0) >= 50:
+        assert model.config.pooled_head and model.pooled_head() is not None
+        assert float(model.pooled_weight.abs().sum()) > 0
+        assert "pooled_head_val_closed" in figures and "pooled_head_lambda" in figures
+    else:  # too few one-chunk unsafe prompts with an edited word in the tiny corpus: the head stays off
+        assert not model.config.pooled_head and model.pooled_head() is None
+    assert model.config.edit_scope == "tokens"

@@ -39,6 +39,8 @@ def configure(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--cache-dir", default="default",
                         help="where encoded corpora are cached ('none' disables; default ~/.cache/embedding-sanitizer)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from earlier weights for the same encoder and architecture (fewer epochs needed)")
     parser.add_argument("--json", action="store_true", help="print the full summary as JSON")
 
 
@@ -93,7 +95,7 @@ def run(args) -> int:
     summary = calibrate(encoder, concepts, args.out, progress=progress, time_budget_s=args.time_budget,
                         seed=args.seed, n_unsafe=args.unsafe_prompts, n_benign=args.benign_prompts,
                         epochs=args.epochs, hidden=args.hidden, threads=args.threads, layers=args.layers, device=args.device,
-                        cache_dir=cache, vocab_words=args.vocab_words)
+                        cache_dir=cache, vocab_words=args.vocab_words, init_weights=args.init)
     for bar in bars.values():
         bar.close()
     history = summary.pop("history")
