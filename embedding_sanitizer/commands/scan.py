@@ -79,8 +79,9 @@ def run(args) -> int:
             for start in range(0, len(prompts), window):
                 chunk = prompts[start:start + window]
                 for index, item, scanned in _scan_window(scanner, chunk, start, args.batch_size, bar):
-                    record = {"index": index, "line": item.line, "prompt": item.text, **scanned.fields,
-                              "settings": settings_dict}
+                    record = {"index": index, "line": item.line, "prompt": item.text,
+                              **{k: v for k, v in scanned.fields.items() if k != "notes"},
+                              "settings": settings_dict, "notes": scanned.fields["notes"]}
                     handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
                     flagged += bool(scanned.fields["flagged"])
                     edited += scanned.fields["edited"]
