@@ -203,14 +203,25 @@ def test_locked_policy_forces_mode_raises_intensity_and_adds_concepts(tmp_path):
     for record in records:
         settings = record["settings"]
         assert settings["mode"] == "safree" and settings["intensity"] == 1.5 and settings["preset"] == "custom"
-        assert settings["concepts"] == "nudity, gore"
+        assert settings["concepts"] == "nudity" and settings["required_concepts"] == ["gore"]
+        assert settings["effective_intensity"] == 1.5 and settings["threshold"] == 0.5
         notes = record["notes"]
-        assert "admin policy (policy.json): mode forced to 'safree' by policy" in notes
+        assert any(n.startswith("admin policy (policy.json): mode forced to 'safree' by policy") for n in notes)
         assert "admin policy (policy.json): intensity raised to the policy floor 1.5" in notes
-        assert any(n.startswith("admin policy (policy.json): concepts required by policy added") for n in notes)
+        assert "admin policy (policy.json): concepts required by policy are removed as their own list: ['gore']" in notes
     assert records[0]["edited"] and records[0]["max_edit_weight"] == pytest.approx(1.5)
     # the weights still give the whole-prompt score in safree mode
     assert records[0]["prompt_score"] is not None
+
+
+def test_locked_policy_replaces_a_bad_flag_with_its_default_and_says_so(tmp_path, capsys):
+    """As in the hosts: under a lock, bad user input falls back to the policy default (with a note)."""
+    policy = _write(tmp_path, "policy.json", json.dumps({"locked": True, "defaults": {"intensity": 1.0}}))
+    rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--policy", str(policy), "--intensity", "9")
+    assert rc == 0 and records[0]["settings"]["intensity"] == 1.0
+    assert any("intensity" in n and "policy default" in n for n in records[0]["notes"])
+    rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--intensity", "9")  # no lock: an error
+    assert rc == 2 and "intensity" in capsys.readouterr().err
 
 
 def test_policy_defaults_fill_flags_not_given(tmp_path):
@@ -229,6 +240,31 @@ def test_a_broken_policy_stops_the_scan(tmp_path, capsys):
     assert not list(tmp_path.glob("*.partial"))
     rc, _ = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--policy", str(tmp_path / "missing.json"))
     assert rc == 2 and "missing.json" in capsys.readouterr().err
+
+
+def test_policy_audit_log(tmp_path):
+    logs = tmp_path / "logs"
+    policy = _write(tmp_path, "policy.json", json.dumps({"locked": True, "audit": {"path": "logs/audit.jsonl"}}))
+    rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n{BENIGN}\n", "--policy", str(policy))
+    assert rc == 0
+    entries = [json.loads(line) for line in (logs / "audit.jsonl").read_text().splitlines()]
+    assert [e["request_id"] for e in entries] == ["p.txt:1", "p.txt:2"]
+    assert all(e["host"] == "scan" and "prompt" not in e and len(e["prompt_sha256"]) == 64 for e in entries)
+    assert entries[0]["flagged"] == records[0]["flagged"] and entries[0]["edit_weight"] == records[0]["max_edit_weight"]
+    assert entries[0]["settings"] == records[0]["settings"]
+
+
+@pytest.mark.parametrize("on_error", ["closed", "open"])
+def test_an_unwritable_audit_log_follows_on_error(tmp_path, capsys, on_error):
+    (tmp_path / "audit.jsonl").mkdir()  # a folder where the log should be
+    policy = _write(tmp_path, "policy.json", json.dumps({"audit": "audit.jsonl", "on_error": on_error}))
+    rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--policy", str(policy))
+    err = capsys.readouterr().err
+    assert "audit.jsonl" in err and "Traceback" not in err
+    if on_error == "closed":
+        assert rc == 2 and records == [] and "fails closed" in err
+    else:
+        assert rc == 0 and len(records) == 1 and "warning:" in err
 
 
 # ------------------------------------------------------------------------------ errors

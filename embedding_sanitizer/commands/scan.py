@@ -2,7 +2,7 @@
 
 Reads prompts from a ``.txt``, ``.csv`` or ``.jsonl`` file (``scan_input``), applies
 the demo's settings flags and, with ``--policy FILE``, an admin policy exactly as
-the hosts do (``Policy.parse_json`` + ``Policy.enforce``), and writes one JSON line
+the hosts do (``Policy.from_file`` + ``Policy.resolve``), and writes one JSON line
 per prompt in input order (``scan_records``). ``--embeddings`` also writes the mean
 of every prompt's non-padding rows before and after sanitizing. The output fields
 and flags are a stable contract (README, "scan"): add, never rename.
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .scan_input import read_prompts
-from .settings_args import add_settings_arguments, check_ready, prepare
+from .settings_args import add_settings_arguments, prepare
 
 WINDOW_BATCHES = 8  # prompts are sorted by length within this many batches
 
@@ -53,10 +53,10 @@ def run(args) -> int:
     if args.embeddings is not None and args.embeddings.suffix != ".safetensors":
         raise ValueError(f"--embeddings {args.embeddings.name}: the file name must end in .safetensors")
     prompts = read_prompts(args.input, args.column)
-    policy, defaults, label = load_policy(args.policy)
-    setup = prepare(args, defaults)
-    settings, policy_notes = enforce_policy(policy, label, setup.settings)
-    check_ready(settings, setup.es_model, setup.encoder)
+    policy = load_policy(args.policy)
+    setup = prepare(args, policy)
+    settings = setup.settings
+    policy_notes = [f"admin policy ({args.policy.name}): {note}" for note in setup.policy_notes]
 
     from ..sanitize import Sanitizer
     from .scan_records import PromptScanner
@@ -68,7 +68,8 @@ def run(args) -> int:
                             else f"the weights {setup.weights.name} have no whole-prompt detector"))
     scanner = PromptScanner(setup.encoder, Sanitizer(setup.encoder, setup.es_model, setup.es_meta), settings,
                             setup.es_model, run_notes)
-    settings_dict = settings.to_dict()
+    settings_dict = settings.effective_dict()
+    audit = Audit(policy, policy_notes, settings_dict, args.input.name)
     originals, sanitizeds = [], []
     flagged = edited = 0
     bar = _progress(len(prompts), args.no_progress)
@@ -78,7 +79,9 @@ def run(args) -> int:
             window = WINDOW_BATCHES * args.batch_size
             for start in range(0, len(prompts), window):
                 chunk = prompts[start:start + window]
-                for index, item, scanned in _scan_window(scanner, chunk, start, args.batch_size, bar):
+                scanned_window = list(_scan_window(scanner, chunk, start, args.batch_size, bar))
+                audit.write(scanned_window)
+                for index, item, scanned in scanned_window:
                     record = {"index": index, "line": item.line, "prompt": item.text,
                               **{k: v for k, v in scanned.fields.items() if k != "notes"},
                               "settings": settings_dict, "notes": scanned.fields["notes"]}
@@ -105,24 +108,43 @@ def run(args) -> int:
 
 
 def load_policy(path: Path | None):
-    """(policy, defaults, label) from a policy file; no file: the empty policy."""
-    from ..settings import Policy, SettingsError
+    """The policy in a policy file (``Policy.from_file``, as the hosts read it); no file: the empty policy."""
+    from ..policy import Policy
 
-    if path is None:
-        return Policy(), {}, ""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"Embedding Sanitizer policy file {path.name!r} cannot be read: "
-                            f"{exc.strerror or exc}") from None
-    policy, defaults = Policy.parse_json(text, path.name)
-    return policy, defaults, path.name
+    return Policy() if path is None else Policy.from_file(path)
 
 
-def enforce_policy(policy, label: str, settings):
-    """The settings the policy allows, and its notes prefixed as the hosts prefix them."""
-    enforced, notes = policy.enforce(settings)
-    return enforced, [f"admin policy ({label}): {note}" for note in notes]
+class Audit:
+    """The policy's audit log for a scan (nothing when the policy configures none).
+
+    A write that fails stops the scan when the policy fails closed (the default), and is
+    reported once on stderr and skipped when it says ``on_error: open``.
+    """
+
+    def __init__(self, policy, notes: list[str], settings: dict, source: str) -> None:
+        from ..audit import AuditLog
+
+        self.log = AuditLog(policy.audit) if policy.audit is not None else None
+        self.fail_closed = policy.fail_closed
+        self.notes, self.settings, self.source = notes, settings, source
+
+    def write(self, scanned_window) -> None:
+        if self.log is None:
+            return
+        from ..audit import AuditError
+
+        entries = [self.log.entry(host="scan", request_id=f"{self.source}:{item.line}", prompt=item.text,
+                                  flagged=s.fields["flagged"], edit_weight=s.fields["max_edit_weight"],
+                                  settings=self.settings, notes=self.notes, index=index,
+                                  edited=s.fields["edited"], prompt_score=s.fields["prompt_score"])
+                   for index, item, s in scanned_window]
+        try:
+            self.log.write(entries)
+        except AuditError as exc:
+            if self.fail_closed:
+                raise AuditError(f"{exc}; the policy fails closed, so the scan stops") from None
+            print(f"warning: {exc}; on_error is 'open': the scan goes on without the audit log", file=sys.stderr)
+            self.log = None
 
 
 def _scan_window(scanner, items, offset: int, batch_size: int, bar):

@@ -2,20 +2,22 @@
 
 ``add_settings_arguments(parser)`` adds ``--encoder --mode --preset --intensity
 --concepts --detector --weights --device``; ``prepare(args, defaults)`` turns them
-into a ready ``SanitizerRun`` (encoder, ES model, settings before any policy).
+into a ready ``SanitizerRun`` (encoder, ES model, settings after the policy, its notes).
 
-A flag that is not given takes its value from ``defaults`` (a policy file's
-``defaults``, as A1111's Settings page does), else from the schema's default;
-``--mode auto`` (the default) picks ``es+safree`` when calibrated weights for the
-encoder exist, else ``safree``. The ES weights are loaded whenever a weights file is
-available, whatever the mode, so that the whole-prompt score can be reported; a
-broken file is an error naming it.
+The flags given are the user's values; ``Policy.resolve`` (the hosts' entry) turns
+them into settings: a flag that is not given takes the policy file's ``defaults``
+(as A1111's Settings page does), else the schema's default, and a lock is enforced,
+with a note for every override. ``--mode auto`` (the default) picks ``es+safree`` when
+calibrated weights for the encoder exist, else ``safree``. The ES weights are loaded
+whenever a weights file is available, whatever the mode, so that the whole-prompt
+score can be reported; a broken file is an error naming it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..policy import Policy
 from ..settings import DETECTORS, FIELD_BY_NAME, MODES, PRESET_CHOICES, Settings
 
 AUTO = "auto"
@@ -40,11 +42,12 @@ def add_settings_arguments(parser) -> None:
 @dataclass
 class SanitizerRun:
     encoder: object
-    settings: Settings  # before any admin policy
+    settings: Settings  # after the admin policy
     es_model: object | None
     es_meta: dict = field(default_factory=dict)
     weights: Path | None = None
     device: str = "cpu"
+    policy_notes: list[str] = field(default_factory=list)  # what the policy overrode
 
     @property
     def has_prompt_detector(self) -> bool:
@@ -68,12 +71,13 @@ def resolve_device(spec: str | None) -> str:
     return str(device)
 
 
-def prepare(args, defaults: dict | None = None) -> SanitizerRun:
-    """Load the encoder and ES weights named by the flags; settings from flags over ``defaults``."""
+def prepare(args, policy: Policy | None = None) -> SanitizerRun:
+    """Load the encoder and ES weights named by the flags; settings = ``policy.resolve(flags given)``."""
     from ..encoders.select import default_weights_path
 
-    defaults = dict(defaults or {})
-    base = Settings.from_dict(defaults)
+    policy = policy if policy is not None else Policy()
+    defaults = dict(policy.defaults)
+    base = policy.default_settings
     device = resolve_device(getattr(args, "device", AUTO))
     encoder = load_encoder_checked(args.encoder, device)
     weights = _weights_path(args.weights, base.weights) or default_weights_path(encoder)
@@ -83,12 +87,11 @@ def prepare(args, defaults: dict | None = None) -> SanitizerRun:
     es_model, es_meta = None, {}
     if weights is not None:
         es_model, es_meta = load_weights_checked(weights, encoder, device)
-    values = base.to_dict()
-    values.update({name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None})
+    values = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None}
     values.update(mode=mode, weights=weights.name if weights else "")
-    settings = Settings.from_dict(values)
+    settings, notes = policy.resolve(values, base)
     check_ready(settings, es_model, encoder)
-    return SanitizerRun(encoder, settings, es_model, es_meta, weights, device)
+    return SanitizerRun(encoder, settings, es_model, es_meta, weights, device, notes)
 
 
 def check_ready(settings: Settings, es_model, encoder) -> None:
