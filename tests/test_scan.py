@@ -276,6 +276,7 @@ def test_an_unwritable_audit_log_follows_on_error(tmp_path, capsys, on_error):
     (["--input", "{tmp}/p.txt", "--encoder", "{tmp}/nowhere"], "--encoder"),
     (["--input", "{tmp}/p.txt", "--encoder", "{tmp}/broken.safetensors"], "--encoder broken.safetensors"),
     (["--input", "{tmp}/p.txt", "--batch-size", "0"], "--batch-size"),
+    (["--input", "{tmp}/p.txt", "--threads", "-1"], "--threads"),
     (["--input", "{tmp}/p.txt", "--embeddings", "{tmp}/e.npy"], "must end in .safetensors"),
     (["--input", "{tmp}/latin1.txt"], "latin1.txt: not UTF-8 text"),
     (["--input", "{tmp}/p.txt", "--device", "tpu:7"], "--device"),

@@ -37,6 +37,9 @@ def configure(parser) -> None:
                         help="also write original and sanitized [N, D] float32 vectors to this .safetensors file")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per encoder batch (default 32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default 0: torch's own choice, one per core); "
+                             "1 is faster on a machine shared with other jobs")
     add_settings_arguments(parser)
 
 
@@ -44,6 +47,12 @@ def run(args) -> int:
     started = time.perf_counter()
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     for target in (args.out, args.embeddings):
         if target is not None and target.resolve() == args.input.resolve():
             raise ValueError(f"{target.name}: the output would overwrite the input file")
