@@ -305,6 +305,24 @@ def test_module_entry_point_runs_without_a_tty(tmp_path):
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_demo_and_scan_share_the_settings_flags(capsys):
+    import argparse
+
+    from embedding_sanitizer.commands import demo, scan as scan_command
+
+    parsers = {}
+    for name, module in (("demo", demo), ("scan", scan_command)):
+        parsers[name] = argparse.ArgumentParser()
+        module.configure(parsers[name])
+    shared = ("--encoder", "--mode", "--preset", "--intensity", "--concepts", "--detector", "--weights", "--device")
+    for flag in shared:
+        a, b = (next(x for x in parsers[n]._actions if flag in x.option_strings) for n in ("demo", "scan"))
+        assert (a.default, a.choices, a.type, a.help) == (b.default, b.choices, b.type, b.help)
+    assert main(["demo", UNSAFE, "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert "naked[" in out and "mode es+safree" in out and "whole prompt" in out
+
+
 def _write(tmp_path: Path, name: str, content: str) -> Path:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
