@@ -78,7 +78,7 @@ def run(args) -> int:
     scanner = PromptScanner(setup.encoder, Sanitizer(setup.encoder, setup.es_model, setup.es_meta), settings,
                             setup.es_model, run_notes)
     settings_dict = settings.effective_dict()
-    audit = Audit(policy, policy_notes, settings_dict, args.input.name)
+    audit = Audit(policy, policy_notes, settings, args.input.name)
     originals, sanitizeds = [], []
     flagged = edited = 0
     bar = _progress(len(prompts), args.no_progress)
@@ -100,6 +100,7 @@ def run(args) -> int:
                     if args.embeddings is not None:
                         originals.append(scanned.original)
                         sanitizeds.append(scanned.sanitized)
+        audit.finish()
         if args.embeddings is not None:
             _write_embeddings(args.embeddings, originals, sanitizeds, setup, settings_dict, args.input.name)
         os.replace(tmp, args.out)
@@ -123,18 +124,22 @@ def load_policy(path: Path | None):
     return Policy() if path is None else Policy.from_file(path)
 
 
-class Audit:
-    """The policy's audit log for a scan (nothing when the policy configures none).
+class ScanError(ValueError):
+    """The scan cannot go on (the message says why)."""
 
-    A write that fails stops the scan when the policy fails closed (the default), and is
-    reported once on stderr and skipped when it says ``on_error: open``.
+
+class Audit:
+    """The policy's audit log for a scan (``AuditLog.from_policy``; nothing when the policy configures none).
+
+    One line per prompt, as one encode of the hosts: host ``scan``, request id ``FILE:LINE``.
+    A log that cannot be written stops the scan when the policy fails closed (the default);
+    with ``on_error: open`` the core logs one warning and the scan goes on.
     """
 
-    def __init__(self, policy, notes: list[str], settings: dict, source: str) -> None:
+    def __init__(self, policy, notes: list[str], settings, source: str) -> None:
         from ..audit import AuditLog
 
-        self.log = AuditLog(policy.audit) if policy.audit is not None else None
-        self.fail_closed = policy.fail_closed
+        self.log = AuditLog.from_policy(policy)
         self.notes, self.settings, self.source = notes, settings, source
 
     def write(self, scanned_window) -> None:
@@ -142,18 +147,26 @@ class Audit:
             return
         from ..audit import AuditError
 
-        entries = [self.log.entry(host="scan", request_id=f"{self.source}:{item.line}", prompt=item.text,
-                                  flagged=s.fields["flagged"], edit_weight=s.fields["max_edit_weight"],
-                                  settings=self.settings, notes=self.notes, index=index,
-                                  edited=s.fields["edited"], prompt_score=s.fields["prompt_score"])
-                   for index, item, s in scanned_window]
         try:
-            self.log.write(entries)
+            for _, item, scanned in scanned_window:
+                report = {"prompts": [scanned.report], "notes": scanned.report.get("notes", [])}
+                self.log.record_result(host="scan", request_id=f"{self.source}:{item.line}", prompts=[item.text],
+                                       result=report, notes=self.notes, settings=self.settings)
         except AuditError as exc:
-            if self.fail_closed:
-                raise AuditError(f"{exc}; the policy fails closed, so the scan stops") from None
-            print(f"warning: {exc}; on_error is 'open': the scan goes on without the audit log", file=sys.stderr)
-            self.log = None
+            raise ScanError(f"{exc}; the scan stops") from None
+
+    def finish(self) -> None:
+        """Wait for the writer; a failure of the last lines stops the scan too (fail closed)."""
+        if self.log is None:
+            return
+        from ..audit import AuditError
+
+        if not self.log.flush(timeout=60.0):
+            raise ScanError(f"the audit log {Path(self.log.path).name} was not written within 60 s")
+        try:
+            self.log.check()
+        except AuditError as exc:
+            raise ScanError(f"{exc}; the scan stops") from None
 
 
 def _scan_window(scanner, items, offset: int, batch_size: int, bar):

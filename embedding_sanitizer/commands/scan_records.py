@@ -25,6 +25,7 @@ class ScannedPrompt:
     fields: dict  # prompt_score, flagged, edited, max_edit_weight, residual_score, notes
     original: torch.Tensor  # [D] float32 mean of the prompt's non-padding rows
     sanitized: torch.Tensor  # [D] the same after sanitizing
+    report: dict  # the sanitizer's report entry of this prompt (for the audit log)
 
 
 class PromptScanner:
@@ -39,7 +40,7 @@ class PromptScanner:
     def scan(self, texts: list[str]) -> list[ScannedPrompt]:
         batch, out = self.encoder.encode_texts(list(texts))
         layout = self.encoder.layout
-        result = self.sanitizer.sanitize(out.tokens, batch.ids, layout, self.settings)
+        result = self.sanitizer.sanitize(out.tokens, batch.ids, layout, self.settings, pieces=batch.pieces)
         rows = out.tokens.float()
         sanitized = result.embeddings.float()
         roles = result.roles
@@ -64,7 +65,8 @@ class PromptScanner:
                 "notes": self.notes + result.report["prompts"][b]["notes"] + self._text_notes(text),
             }
             out_list.append(ScannedPrompt(fields, ((rows[b, :end] * mask).sum(0) / count).cpu(),
-                                          ((sanitized[b, :end] * mask).sum(0) / count).cpu()))
+                                          ((sanitized[b, :end] * mask).sum(0) / count).cpu(),
+                                          result.report["prompts"][b]))
         return out_list
 
     def _prompt_scores(self, rows: torch.Tensor, roles: torch.Tensor, chunk: int) -> torch.Tensor | None:
