@@ -11,9 +11,12 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 if _ROOT not in sys.path:  # the core package lives next to this file
     sys.path.append(_ROOT)
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_folder  # noqa: E402
-
 WEB_DIRECTORY = "./web"
-register_folder()
+if __package__:  # ComfyUI imports this folder as a package
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_folder  # noqa: E402
+
+    register_folder()
+else:  # imported as a plain file: pytest collecting a checkout whose folder name is not a Python identifier
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
