@@ -1,4 +1,4 @@
-"""``python -m embedding_sanitizer <command>``: demo, train, evaluate, bench.
+"""``python -m embedding_sanitizer <command>``: demo, train, evaluate, bench, scan.
 
 Each command lives in ``embedding_sanitizer/commands/<name>.py`` with
 ``configure(parser)`` and ``run(args) -> int``; modules are imported only when
@@ -11,12 +11,14 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 COMMANDS = {
     "demo": "Sanitize one prompt with the bundled encoder and print the token heatmap.",
     "train": "Calibrate the learned sanitizer (ES) for a text encoder from a synthetic corpus.",
     "evaluate": "Measure every method side by side on real prompt sets; write JSON, Markdown and plots.",
     "bench": "Measure the cost of every method relative to the text-encoder pass.",
+    "scan": "Score and sanitize every prompt of a .txt, .csv or .jsonl file; one JSON line per prompt.",
 }
 
 
@@ -39,3 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permissions, a full disk: one line, no traceback
+        where = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

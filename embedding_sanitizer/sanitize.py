@@ -4,7 +4,8 @@
 layout, settings)`` returns a ``SanitizeResult``: sanitized embeddings (same
 shape, dtype and device), per-token scores in [0, 1], the edit weight of every
 row, the role of every row, the schedule fraction when the self-validating
-schedule is on, and a JSON-serialisable report.
+schedule is on, and a JSON-serialisable report. The report's ``notes`` concern the
+batch; each prompt's entry has its own ``notes`` (what concerns that prompt).
 
 Order in ``es+safree`` mode: the learned sanitizer runs first; the projection
 detector then looks at its output and projects what is still flagged. Scores
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .concepts import DEFAULT_CACHE, SubspaceCache
-from .es_model import EmbeddingSanitizerNet, apply_es
+from .es_model import EmbeddingSanitizerNet, apply_es, edit_weight
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
 from .pooled_erasure import apply_pooled_erasure
 from .prompt_detector import pooling_for
@@ -104,7 +105,9 @@ class Sanitizer:
         intensity = settings.effective_intensity
         batch, total, width = embeddings.shape
         zeros = torch.zeros(batch, total, device=embeddings.device)
-        notes: list[str] = []
+        notes: list[str] = []  # notes that concern every prompt of the batch
+        head_notes: list[str] = []  # batch totals of per-prompt notes, listed first in the report
+        unconfirmed_per_prompt = [0] * batch
 
         if not settings.enabled or settings.mode == "off":
             report = self._report(settings, 0.0, roles, zeros, zeros, zeros.bool(), None, pieces, None, notes)
@@ -125,8 +128,11 @@ class Sanitizer:
             if chunk_prompt is not None:
                 prompt_scores = chunk_prompt.amax(-1)  # the most unsafe chunk speaks for the prompt
             if unconfirmed:
-                notes.append(f"{unconfirmed} chunk(s) with uncertain word scores left unedited: the whole-prompt "
-                             "detector did not confirm them (raise the intensity to edit them anyway)")
+                # per prompt: chunks that had a word above the dead zone and were left wholly unedited
+                would_edit = edit_weight(intensity, es_scores).reshape(batch, -1, chunk).amax(-1) > 0
+                edited = es_weights.reshape(batch, -1, chunk).amax(-1) > 0
+                unconfirmed_per_prompt = (would_edit & ~edited).sum(-1).tolist()
+                head_notes.append(unconfirmed_note(unconfirmed))
             scores = torch.maximum(scores, es_scores)
             weights = torch.maximum(weights, es_weights)
             flagged |= es_flags
@@ -168,7 +174,8 @@ class Sanitizer:
         out = torch.where(touched.unsqueeze(-1), current.to(embeddings.dtype), embeddings)
         weights = torch.where(touched, weights, torch.zeros_like(weights))
         report = self._report(settings, intensity, roles, scores, weights, flagged, schedule_end, pieces,
-                              (subspace, rows) if subspace is not None else None, notes, prompt_scores)
+                              (subspace, rows) if subspace is not None else None, notes, prompt_scores,
+                              head_notes, unconfirmed_per_prompt)
         return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores)
 
     # -- pieces ----------------------------------------------------------------------------
@@ -290,7 +297,7 @@ class Sanitizer:
         return proj, scores.reshape(shape), flags.reshape(shape), "loo"
 
     def _report(self, settings, intensity, roles, scores, weights, flagged, schedule_end, pieces, concept_ctx,
-                notes, prompt_scores=None) -> dict:
+                notes, prompt_scores=None, head_notes=(), unconfirmed_per_prompt=None) -> dict:
         prompts = []
         nearest = None
         if concept_ctx is not None and bool(flagged.any()):
@@ -326,11 +333,22 @@ class Sanitizer:
                 "concepts": concepts,
                 "tokens": tokens,
                 "schedule_end": None if schedule_end is None else round(schedule_end[b], 4),
+                "notes": prompt_notes(unconfirmed_per_prompt[b] if unconfirmed_per_prompt else 0, notes),
             })
         return {
             "settings": settings.to_dict(),
             "intensity": intensity,
             "es_weights": self.es_meta.get("file", "") if settings.uses_es else "",
             "prompts": prompts,
-            "notes": notes,
+            "notes": list(head_notes) + notes,
         }
+
+
+def unconfirmed_note(chunks: int) -> str:
+    return (f"{chunks} chunk(s) with uncertain word scores left unedited: the whole-prompt "
+            "detector did not confirm them (raise the intensity to edit them anyway)")
+
+
+def prompt_notes(unconfirmed: int, batch_notes: list[str]) -> list[str]:
+    """The notes of one prompt: its own (unconfirmed chunks), then those that concern the whole batch."""
+    return ([unconfirmed_note(unconfirmed)] if unconfirmed else []) + list(batch_notes)

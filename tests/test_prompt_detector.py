@@ -150,3 +150,23 @@ def test_sanitizer_reports_the_prompt_score(hash_encoder):
     plain = Sanitizer(hash_encoder, model.eval(), {}).sanitize(enc.tokens, batch.ids, hash_encoder.layout,
                                                               Settings(mode="off"))
     assert plain.prompt_scores is None
+
+
+def test_unconfirmed_chunks_are_noted_on_their_own_prompt():
+    """The report's per-prompt notes name the prompt whose chunk the gate left unedited; the batch note sums them."""
+    from embedding_sanitizer.layout import ChunkLayout
+
+    layout = ChunkLayout("tiny-8", 8, 1, 2, 0, 3)
+    model = gated_model(0.3, 0.0)
+    with torch.no_grad():
+        model.prompt_platt.copy_(torch.tensor([10.0, 0.0]))  # probability follows the sign of the rows' mean
+    ids = torch.tensor([[1, 5, 6, 7, 2, 0, 0, 0, 1, 5, 2, 0, 0, 0, 0, 0],
+                        [1, 5, 6, 7, 2, 0, 0, 0, 1, 5, 2, 0, 0, 0, 0, 0]])
+    rows = torch.ones(2, 16, D)
+    rows[1, 8:] = -1.0  # the second prompt's second chunk reads as benign: its uncertain word stays unedited
+    result = Sanitizer(None, model).sanitize(rows, ids, layout, Settings(mode="es"))
+    prompts = result.report["prompts"]
+    assert prompts[0]["notes"] == []
+    assert len(prompts[1]["notes"]) == 1 and prompts[1]["notes"][0].startswith("1 chunk(s) with uncertain")
+    assert result.report["notes"] == prompts[1]["notes"]
+    assert bool((result.weights[1, :8] > 0).any()) and not bool((result.weights[1, 8:] > 0).any())
