@@ -3,7 +3,7 @@
     python tools/measure_erasure.py --weights weights/es-all-minilm-l6-v2.safetensors --mode es+safree --limit 100
     python tools/measure_erasure.py --mode safree-loo --limit 60 --json out.json
 
-Prints, for the chosen method at the chosen preset: detection AUROC (I2P nudity vs COCO), COCO untouched
+Prints, for the chosen method at the default preset (medium, intensity 1; re-detection also at high): detection AUROC (I2P nudity vs COCO), COCO untouched
 share and mean token cosine, re-detection by the independent max-cos and probe detectors (share of
 detected prompts still above threshold), gap to the clean caption on inserted phrases (pooled and aligned
 rows), minimal-edit figures, heatmap figures and the benign-gibberish control. Same code as
@@ -49,7 +49,7 @@ def summary_lines(results: dict, key: str) -> list[str]:
     for concept, g in y["gap"].items():
         c = g["rows"].get(key, {})
         h = c.get("heatmap", {})
-        line = (f"  gap {concept} (n {g['n_prompts']}): heatmap caption-word mean {fmt(h.get('caption_mean'))}, "
+        line = (f"  inserted {concept} (n {g['n_prompts']}): heatmap caption-word mean {fmt(h.get('caption_mean'))}, "
                 f"token AUROC {fmt(h.get('token_auroc'))}")
         if "gap_pooled" in c:
             two = c.get("two_chunk_unflagged_edited", {})
@@ -76,6 +76,7 @@ def main() -> int:
     from embedding_sanitizer.evaluation.datasets import load_data
     from embedding_sanitizer.evaluation.erasure_data import load_erasure_data
     from embedding_sanitizer.evaluation.erasure_eval import ErasureYardsticks
+    from embedding_sanitizer.evaluation.report_erasure import issue12_marks
     from embedding_sanitizer.evaluation.runner import Evaluation, _r
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,7 +85,6 @@ def main() -> int:
     ap.add_argument("--mode", default="es+safree", choices=sorted(MODES),
                     help="method: es+safree (ES then projection), es, safree (fast projection), safree-loo "
                          "(SAFREE as released), blacklist, maxcos (detection only), off")
-    ap.add_argument("--preset", default="medium")
     ap.add_argument("--limit", type=int, default=100, help="prompts per set (default 100)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--seed", type=int, default=0)
@@ -97,7 +97,7 @@ def main() -> int:
     data = load_data(args.data, limit=args.limit, seed=args.seed)
     extra = load_erasure_data(args.data, data, limit=args.limit, seed=args.seed)
     key = MODES[args.mode]
-    ev = Evaluation(encoder, data, es_model, es_meta, presets=(args.preset,), bootstrap=0, progress=False,
+    ev = Evaluation(encoder, data, es_model, es_meta, presets=("medium", "high"), bootstrap=0, progress=False,
                     seed=args.seed, erasure=extra, only=(key,))
     if not ev.active:
         raise SystemExit(f"method {key!r} is not available: {ev.available.get(key, (False, 'unknown'))[1]}")
@@ -121,6 +121,12 @@ def main() -> int:
         print(f"  COCO untouched {fmt(p['untouched'])}, mean token cos {fmt(p['token_cos'], 4)}, "
               f"<=0.05 edit {fmt(p['within_tolerance'])}")
     print("\n".join(summary_lines(results, key)))
+    shaped = {"yardsticks": results["yardsticks"], "methods": [{"key": key, "label": m.label}],
+              "preservation": {"coco": {key: {"medium": results.get("coco_preservation", {})}}},
+              "detection": {"nudity": {"rows": {key: {"auroc": results["detection_auroc"]}}}}}
+    print("issue 12 marks:")
+    for t in issue12_marks(shaped, key):
+        print(f"  [{t['status'].upper():>4}] {t['target']}: {fmt(t['value'], 4)} (goal {t['goal']})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     return 0

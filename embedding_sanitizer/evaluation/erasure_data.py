@@ -21,7 +21,7 @@ CE_FILES = {"nudity": "concept_erasure/nudity.csv", "violence": "concept_erasure
 T2V_LIST = "safree_t2v_concept_dict"
 # Default sizes (no --limit): the re-detection sets, the probes' pools (per pool), gibberish prompts per
 # source, and inserted-phrase captions per concept (built-in packs, custom concepts).
-SIZES = {"ce_nudity": 142, "ce_violence": 200, "probe_pool": 600, "gibberish": 300, "gap_builtin": 400,
+SIZES = {"ce_nudity": 142, "ce_violence": 200, "probe_pool": 300, "gibberish": 300, "gap_builtin": 400,
          "gap_custom": 100}
 
 

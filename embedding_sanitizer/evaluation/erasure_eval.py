@@ -18,14 +18,16 @@ import time
 import numpy as np
 import torch
 
-from ..concepts import DEFAULT_CACHE
 from ..settings import DEFAULT_CONCEPTS
 from . import erasure_metrics as EM
 from . import gibberish as G
 from . import metrics as M
 from .erasure_data import ErasureData
-from .methods import DEFAULT_BLACKLIST, Encoded, Method, Run, Task, encode_texts, encode_words, pooled_from_rows
-from .phrases import phrase_sets
+from .methods import (
+    DEFAULT_BLACKLIST, Encoded, Method, NoDefence, Run, SanitizerMethod, Task, encode_texts, encode_words,
+    pooled_from_rows,
+)
+from .phrases import insert_marked, phrase_sets
 from .probe import LinearProbe, in_train_half
 
 POOL_BATCH = 256
@@ -76,8 +78,11 @@ class ErasureYardsticks:
     def concept_vectors(self, concepts: tuple[str, ...]) -> torch.Tensor:
         """Pooled vectors of each concept encoded alone (the projection's and max-cos baseline's vectors)."""
         key = ("concepts", concepts)
-        if key not in self.detectors:
-            self.detectors[key] = DEFAULT_CACHE.get(self.ev.encoder, concepts).pooled.to("cpu", torch.float32)
+        if key not in self.detectors:  # as concepts.build_subspace encodes them, without a subspace build
+            with torch.inference_mode():
+                batch = self.ev.encoder.tokenize(list(concepts))
+                pooled = self.ev.encoder.encode(batch.ids).pooled
+            self.detectors[key] = pooled.to("cpu", torch.float32)
         return self.detectors[key]
 
     def run_once(self, m: Method, enc: Encoded, task: Task) -> Run:
@@ -213,6 +218,7 @@ class ErasureYardsticks:
                 row["rows"][m.key] = cells
             sets[label] = row
             self.ev._step(f"re-detection {label}")
+        high = self.redetection_at_preset("high")
         summary = {}
         for group, prefix in (("CoPro unsafe", "CoPro "),):
             members = [s for name, s in sets.items() if name.startswith(prefix)]
@@ -222,10 +228,32 @@ class ErasureYardsticks:
                               for m in self.methods if m.sanitizes}
         probes = {k[len("probe:"):]: v["probe"].describe() for k, v in self.detectors.items()
                   if isinstance(k, str) and k.startswith("probe:")}
-        return {"definition": "detected = the independent detector's score of the ORIGINAL embedding is above its "
+        return {"at_preset_high": high, "definition": "detected = the independent detector's score of the ORIGINAL embedding is above its "
                               "1%-COCO-FPR threshold; remaining = share of detected prompts whose sanitized "
                               "embedding still scores above it (lower is better)",
                 "sets": sets, "pooled": summary, "probes": probes}
+
+    def redetection_at_preset(self, preset: str) -> dict:
+        """I2P nudity re-detection of the methods with an intensity, at another preset (issue 12: high)."""
+        if preset not in self.ev.presets or not self.ev.data.nudity_unsafe:
+            return {}
+        dets = [(n, d) for n, d in (("max-cos", self.detectors.get("maxcos:nudity")),
+                                    ("probe", self.detectors.get("probe:nudity"))) if d is not None]
+        enc = self.ev.encoded("nudity", self.ev.data.nudity_unsafe)
+        original = self.pooled(enc.tokens, enc.roles)
+        counted_probe = np.array([not in_train_half(t) for t in enc.texts])
+        out = {}
+        for m in self.methods:
+            if not (m.sanitizes and m.sweeps):
+                continue
+            run = self.ev.run(m, "nudity", enc, self.ev.harm_task(), preset)
+            edited = self.edited(run, enc).any(-1).numpy()
+            after = self.run_pooled(run, enc)
+            out[m.key] = {d: EM.redetection(self.detector_scores(det, original), self.detector_scores(det, after),
+                                            det["threshold"], edited,
+                                            counted_probe if det["kind"] == "probe" else None)
+                          for d, det in dets}
+        return {"preset": preset, "set": "I2P nudity", "rows": out}
 
     # -- 2. gap to the clean caption, minimal edit, heatmap ----------------------------------
     def gap_task(self, concept: str) -> Task:
@@ -235,16 +263,16 @@ class ErasureYardsticks:
             return self.violence_task()
         return self.ev.concept_task(concept)
 
-    def inserted(self, concept: str, phrases, captions: list[str], seed: int):
-        from .runner import insert_phrases
-
-        words, spans = insert_phrases(captions, phrases, seed)
-        key = f"gap:{concept}"
+    def inserted(self, phrases, captions: list[str], seed: int):
+        """Captions with a phrase inserted: (encoding, phrase spans, phrase rows, concept-word rows)."""
+        words, spans, marked = insert_marked(captions, phrases, seed)
         enc = encode_words(self.ev.encoder, self.ev.tokenizer, words)
         labels = torch.zeros(enc.ids.shape, dtype=torch.bool)
+        concept = torch.zeros(enc.ids.shape, dtype=torch.bool)
         for n, (a, b) in enumerate(spans):
             labels[n] = (enc.word_of[n] >= a) & (enc.word_of[n] < b)
-        return key, enc, spans, labels
+            concept[n] = torch.isin(enc.word_of[n], torch.tensor(marked[n], dtype=torch.long))
+        return enc, spans, labels, concept
 
     def gap(self) -> dict:
         captions_all = self.ev.data.localisation_captions
@@ -260,7 +288,7 @@ class ErasureYardsticks:
             n = min(size, len(captions_all))
             captions = captions_all[:n]
             clean = clean_all.subset(range(n))
-            key, enc, spans, labels = self.inserted(concept, phrases, captions, self.ev.seed + GAP_SEED + i)
+            enc, spans, labels, concept_words = self.inserted(phrases, captions, self.ev.seed + GAP_SEED + i)
             other = clean_all.subset([(j + 1) % len(captions_all) for j in range(n)])  # another caption
             task = self.gap_task(concept)
             concept_vectors = self.concept_vectors(tuple(task.released_concepts))
@@ -271,17 +299,18 @@ class ErasureYardsticks:
             rows = {}
             for m in self.methods:
                 run = self.run_once(m, enc, task)
-                cell = {"heatmap": EM.caption_word_scores(run.token_scores, words_mask & ~labels, labels)}
+                cell = {"heatmap": EM.caption_word_scores(run.token_scores, words_mask & ~labels, concept_words)}
                 if m.sanitizes:
-                    cell.update(self.gap_cell(m, run, enc, clean, other, spans, labels, task, key, chunk,
+                    cell.update(self.gap_cell(m, run, enc, clean, other, spans, labels, concept_words, task, chunk,
                                               base_pool, base_rows, concept_vectors))
                 rows[m.key] = cell
                 self.ev._step(f"gap {concept} {m.key}")
             out[concept] = {"n_prompts": n, "phrases": len(phrases), "n_phrase_tokens": int(labels.sum()),
+                            "n_concept_tokens": int(concept_words.sum()),
                             "rows": rows}
         return out
 
-    def gap_cell(self, m, run, enc, clean, other, spans, labels, task, key, chunk, base_pool, base_rows,
+    def gap_cell(self, m, run, enc, clean, other, spans, labels, concept_words, task, chunk, base_pool, base_rows,
                  concept_vectors) -> dict:
         n = len(enc)
         roles = run.roles if run.roles is not None else enc.roles
@@ -293,8 +322,8 @@ class ErasureYardsticks:
         own = EM.caption_alignment(enc.word_of, enc.roles, out_word_of, roles, [(0, 0)] * n, with_eos=False)
         keep = ~labels[own[0], own[1]]
         caption_change = EM.relative_change(enc.tokens, run.embeddings, own[0][keep], own[1][keep], own[2][keep])
-        phrase = labels.nonzero(as_tuple=True)
-        sel = keep.logical_not()
+        phrase = concept_words.nonzero(as_tuple=True)  # the phrase's concept words
+        sel = concept_words[own[0], own[1]]
         cos_before = EM.max_cos_scores(enc.tokens[phrase], concept_vectors)
         cos_after = EM.max_cos_scores(run.embeddings[own[0][sel], own[2][sel]], concept_vectors) \
             if sel.any() else torch.zeros(0)
@@ -310,7 +339,8 @@ class ErasureYardsticks:
             "unflagged_chunks_edited": single,
             "edited_share": float(self.edited(run, enc).any(-1).double().mean()),
         }
-        if hasattr(m, "sanitizer"):  # two-chunk prompts: a clean caption chunk, then the inserted caption
+        if isinstance(m, (SanitizerMethod, NoDefence)):  # two-chunk prompts: a clean caption chunk, then the
+            # inserted caption (the blacklist re-encodes the kept words as one chunk: not applicable)
             two = concat_chunks(other, enc)
             run2 = self.run_once(m, two, task)
             flags2 = run2.flagged if run2.flagged is not None else torch.zeros(two.ids.shape, dtype=torch.bool)
@@ -342,9 +372,10 @@ class ErasureYardsticks:
                 row = {}
                 for m in self.methods:
                     run = self.run_once(m, enc, task)
-                    flagged = run.flagged.any(-1).double().mean() if run.flagged is not None else 0.0
+                    flagged = (float(run.flagged.any(-1).double().mean()) if run.flagged is not None
+                               else (0.0 if m.sanitizes else None))  # detection-only: flags no word
                     row[m.key] = {"prompt_flagged": M.rate_above(run.prompt_scores, thresholds[m.key]),
-                                  "word_flagged": float(flagged),
+                                  "word_flagged": flagged,
                                   "edited": float(self.edited(run, enc).any(-1).double().mean()) if m.sanitizes
                                   else None}
                 cells[vname] = {"n": len(texts), "example": texts[0], "rows": row}
