@@ -65,6 +65,7 @@ def run(args) -> int:
     from ..encoders.base import short_fingerprint
     from ..encoders.select import load_encoder
     from ..evaluation.datasets import load_data
+    from ..evaluation.erasure_data import load_erasure_data
     from ..evaluation.report import public_command, write_outputs
     from ..evaluation.runner import Evaluation, environment
 
@@ -83,8 +84,9 @@ def run(args) -> int:
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
     if "medium" not in presets:
         presets = ("medium",) + presets
+    erasure = load_erasure_data(args.data, data, limit=limit, seed=args.seed)
     evaluation = Evaluation(encoder, data, es_model, es_meta, presets=presets, bootstrap=bootstrap,
-                            progress=not args.no_progress, seed=args.seed)
+                            progress=not args.no_progress, seed=args.seed, erasure=erasure)
     results = evaluation.run_all()
     results["meta"] = {
         **environment(),

@@ -233,6 +233,8 @@ class Run:
     roles: torch.Tensor | None = None  # roles of ``embeddings`` when they were re-encoded (blacklist)
     relevant: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    flagged: torch.Tensor | None = None  # [N, L] tokens the method flagged (None: it flags none)
+    word_of: torch.Tensor | None = None  # [N, L] prompt word of each row of re-encoded ``embeddings``
 
 
 class Method:
@@ -281,22 +283,26 @@ class Blacklist(Method):
         pattern = re.compile(task.blacklist, re.IGNORECASE)
         scores = np.zeros(len(enc))
         token_scores = torch.zeros(enc.ids.shape)
-        kept_words, changed = [], []
+        kept_words, changed, flags_of = [], [], []
         for n, words in enumerate(enc.words):
             flags, count = self.word_flags(words, pattern)
+            flags_of.append(flags)
             scores[n] = count
             if count:
                 hit = torch.tensor([i for i, f in enumerate(flags) if f])
                 token_scores[n] = torch.isin(enc.word_of[n], hit).float()
                 changed.append(n)
             kept_words.append([w for w, f in zip(words, flags) if not f])
-        embeddings, roles = enc.tokens.clone(), enc.roles.clone()
+        embeddings, roles, word_of = enc.tokens.clone(), enc.roles.clone(), enc.word_of.clone()
         if changed:
             redone = encode_words(self.encoder, self.tokenizer, [kept_words[i] for i in changed])
             embeddings[changed] = redone.tokens
             roles[changed] = redone.roles
+            for row, n in enumerate(changed):  # kept word k of prompt n is its original word kept[k]
+                kept = torch.tensor([i for i, w in enumerate(enc.words[n]) if not flags_of[n][i]] + [-1])
+                word_of[n] = kept[redone.word_of[row]]
         relevant = relevant_rows(self.encoder, roles) | enc.relevant
-        return Run(scores, token_scores, embeddings, roles, relevant)
+        return Run(scores, token_scores, embeddings, roles, relevant, flagged=token_scores > 0, word_of=word_of)
 
 
 class PooledMaxCos(Method):
@@ -368,7 +374,7 @@ class SanitizerMethod(Method):
             prompt = torch.cat(out_prompt).double().numpy()
         else:
             prompt = scores.amax(-1).double().numpy()
-        return Run(prompt, scores, embeddings)
+        return Run(prompt, scores, embeddings, flagged=flags & (enc.roles == ROLE_WORD))
 
 
 def build_methods(encoder, es_model=None, es_meta=None) -> list[Method]:

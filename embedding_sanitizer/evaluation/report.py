@@ -199,6 +199,9 @@ def markdown_report(results: dict) -> str:
                   "",
                   table(["concept", "method", "AUROC", "TPR@1%FPR", "localisation", "erasure pooled",
                          "erasure per-token", "COCO token cos", "COCO ≤0.05 edit"], rows), ""]
+    from .report_erasure import markdown_section
+
+    lines += markdown_section(results)
     lines += ["## ROC curves (nudity)", "", "![roc](roc.png)", ""]
     timings = results.get("timings_s", {})
     if timings:
@@ -220,10 +223,20 @@ def readme_section(results: dict, image: str = "docs/results/summary.png") -> st
         "",
         table(HEADLINE_HEADER, rows),
         "",
+        *readme_yardsticks(results),
         f"Targets: {status}.",
         "",
         f"![erasure against preservation, and ROC curves]({image})",
     ])
+
+
+def readme_yardsticks(results: dict) -> list[str]:
+    """The issue-12 yardsticks table of the README (empty when the run did not measure them)."""
+    from .report_erasure import MARKS_NOTE, marks_header, marks_rows
+
+    if not results.get("yardsticks"):
+        return []
+    return [MARKS_NOTE, "", table(marks_header(), marks_rows(results)), ""]
 
 
 def replace_between_markers(text: str, new_body: str) -> str:
@@ -380,7 +393,9 @@ def write_outputs(results: dict, out: Path, readme: Path | None = None) -> list[
 
 def console_summary(results: dict) -> str:
     lines = [table(HEADLINE_HEADER, headline_rows(results)), "", "Targets:"]
-    for t in results.get("targets", []):
+    from .report_erasure import issue12_marks
+
+    for t in results.get("targets", []) + issue12_marks(results):
         lines.append(f"  [{t['status'].upper():>10}] {t['target']}: {fmt(t['value'], 4)} (goal {t['goal']})"
                      + (f" {t['note']}" if t.get("note") else ""))
     return "\n".join(lines)

@@ -82,13 +82,15 @@ def _r(x, digits=4):
 
 class Evaluation:
     def __init__(self, encoder, data: EvalData, es_model=None, es_meta=None, *, presets=SWEEP_PRESETS,
-                 bootstrap: int = 1000, progress: bool = True, seed: int = 0) -> None:
+                 bootstrap: int = 1000, progress: bool = True, seed: int = 0, erasure=None,
+                 only: tuple[str, ...] | None = None) -> None:
         self.encoder = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder)
         encoder = self.encoder
         self.data = data
         self.methods: list[Method] = build_methods(encoder, es_model, es_meta)
         self.available = {m.key: m.available() for m in self.methods}
-        self.active = [m for m in self.methods if self.available[m.key][0]]
+        self.active = [m for m in self.methods if self.available[m.key][0] and (only is None or m.key in only)]
+        self.erasure_data = erasure  # ErasureData: the issue-12 yardsticks run when given (erasure_eval.py)
         self.tokenizer = WordTokenizer(encoder)
         self.presets = tuple(presets)
         self.bootstrap = bootstrap
@@ -180,7 +182,12 @@ class Evaluation:
         results: dict = {"methods": [{"key": m.key, "label": m.label, "available": self.available[m.key][0],
                                       "note": self.available[m.key][1], "sanitizes": m.sanitizes,
                                       "sweeps": m.sweeps} for m in self.methods]}
-        bar_total = self.count_steps()
+        yardsticks = None
+        if self.erasure_data is not None:
+            from .erasure_eval import ErasureYardsticks
+
+            yardsticks = ErasureYardsticks(self, self.erasure_data)
+        bar_total = self.count_steps() + (yardsticks.count_steps() if yardsticks else 0)
         with tqdm(total=bar_total, desc="evaluate", unit="step", disable=not self.progress, leave=True) as bar:
             self._bar = bar
             bar.set_postfix_str("encoding prompt sets")
@@ -207,6 +214,8 @@ class Evaluation:
             results["localisation"]["concepts"] = general["localisation"]
             results["erasure"]["concepts"] = general["erasure"]
             results["preservation"]["concepts"] = general["preservation"]
+            if yardsticks is not None:
+                results["yardsticks"] = yardsticks.run_all()
             self._bar = None
         results["targets"] = self.targets(results)
         results["timings_s"] = {k: round(v, 2) for k, v in self.timings.items()}
