@@ -2,7 +2,9 @@
 
 Importing this file needs neither ComfyUI nor A1111: ComfyUI modules are
 imported lazily by the nodes, and the ``models/embedding_sanitizer`` folder is
-registered only when ComfyUI's ``folder_paths`` is present.
+registered only when ComfyUI's ``folder_paths`` is present. The server-wide lock's
+class-level hooks (``nodes/server_lock.py``) are installed only when ``comfy.sd`` is
+already loaded (inside ComfyUI); they do nothing until a policy file asks for them.
 """
 import os
 import sys
@@ -13,9 +15,10 @@ if _ROOT not in sys.path:  # the core package lives next to this file
 
 WEB_DIRECTORY = "./web"
 if __package__:  # ComfyUI imports this folder as a package
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_folder  # noqa: E402
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_server_lock, register_folder  # noqa: E402
 
     register_folder()
+    install_server_lock()  # class-level encode hooks for a server-scope policy (no-op outside ComfyUI)
 else:  # imported as a plain file: pytest collecting a checkout whose folder name is not a Python identifier
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 

@@ -2,6 +2,7 @@
 from .calibrate_node import EmbeddingSanitizerCalibrate
 from .clip_node import EmbeddingSanitizerCLIP
 from .conditioning_node import EmbeddingSanitizerConditioning
+from .server_lock import install as install_server_lock
 from .weights import register_folder
 
 # Node ids are the class names: stable, and unique without a suffix.
@@ -16,4 +17,4 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EmbeddingSanitizerCalibrate": "Calibrate Embedding Sanitizer",
 }
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "register_folder"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "install_server_lock", "register_folder"]

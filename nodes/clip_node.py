@@ -1,9 +1,9 @@
 """Embedding Sanitizer (CLIP): CLIP -> CLIP patch that sanitizes every encode downstream."""
 from __future__ import annotations
 
-from . import policy
+from . import audit_hook, policy
 from .proxy import Patch, patch_clip
-from .schema import CATEGORY, settings_from_inputs, settings_inputs
+from .schema import CATEGORY, node_settings, settings_inputs
 
 
 class EmbeddingSanitizerCLIP:
@@ -35,10 +35,12 @@ class EmbeddingSanitizerCLIP:
         return policy.state_key()  # re-run when the admin policy file changes
 
     def patch(self, clip, unique_id=None, **kwargs):
-        settings, choice = settings_from_inputs(kwargs)
-        settings, notes = policy.enforce(settings)
+        settings, choice, notes, in_force = node_settings(kwargs, "Embedding Sanitizer (CLIP)")
+        if settings is None:  # on_error: open, logged
+            return (clip,)
         if settings.schedule == "svf":
             notes.append("schedule 'svf': a CLIP patch returns one embedding; pass the conditioning through "
                          "'Sanitize Conditioning' to use it for the early steps only")
-        return (patch_clip(clip, Patch(settings, choice, str(unique_id) if unique_id is not None else None,
-                                       notes)),)
+        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None, notes, policy=in_force)
+        patch.on_encode = audit_hook.recorder(in_force, settings, notes)
+        return (patch_clip(clip, patch),)

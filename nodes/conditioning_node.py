@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from . import policy, registry
+from . import audit_hook, policy, registry
 from .proxy import Patch, is_close, patch_clip, unwrap
 from .report import image_tensor
-from .schema import CATEGORY, settings_from_inputs, settings_inputs
+from .schema import CATEGORY, node_settings, settings_inputs
+
+log = logging.getLogger("embedding_sanitizer.comfyui")
 
 
 def _record_for_text(clip, text: str):
@@ -68,9 +71,28 @@ class EmbeddingSanitizerConditioning:
         }
 
     def sanitize(self, conditioning, clip, text="", unique_id=None, **kwargs):
-        settings, choice = settings_from_inputs(kwargs)
-        settings, notes = policy.enforce(settings)
-        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None, notes)
+        settings, choice, notes, in_force = node_settings(kwargs, "Sanitize Conditioning")
+        if settings is None:  # on_error: open, logged
+            return self._passed_through(conditioning, notes)
+        if not policy.fails_open(in_force):
+            return self._sanitize(conditioning, clip, text, unique_id, settings, choice, notes, in_force)
+        try:
+            return self._sanitize(conditioning, clip, text, unique_id, settings, choice, notes, in_force)
+        except Exception as exc:  # noqa: BLE001 - the admin policy asks for on_error: open
+            log.warning("Embedding Sanitizer: Sanitize Conditioning failed (%s: %s); passed through unsanitized "
+                        "because the admin policy (%s) says on_error: open", type(exc).__name__, exc, policy.LABEL)
+            return self._passed_through(conditioning, notes + [f"passed through (on_error: open): {exc}"])
+
+    @staticmethod
+    def _passed_through(conditioning, notes):
+        report = {"node": "EmbeddingSanitizerConditioning", "entries": [], "notes": notes}
+        return {"ui": {"es_heatmap": []},
+                "result": (conditioning, image_tensor([], title="Embedding Sanitizer (passed through)"),
+                           json.dumps(report, indent=1, default=str))}
+
+    def _sanitize(self, conditioning, clip, text, unique_id, settings, choice, notes, in_force):
+        patch = Patch(settings, choice, str(unique_id) if unique_id is not None else None, notes, policy=in_force)
+        patch.on_encode = audit_hook.recorder(in_force, settings, notes)
         inner = unwrap(clip.cond_stage_model)
         text = text or ""
         text_record = None
@@ -98,6 +120,8 @@ class EmbeddingSanitizerConditioning:
                 _prepare(clip)
                 prepared = True
             new, entry = patch.apply(record)
+            if patch.on_encode is not None:  # the audit line; raises when the log fails under a closed policy
+                patch.on_encode(record, entry)
             entries.append(entry)
             out.extend(self._entries(new, record.original, original, extras, entry, settings.schedule == "svf"))
         heatmaps = [h for e in entries for h in e["heatmap"]]

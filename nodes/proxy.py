@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from embedding_sanitizer import Sanitizer, Settings
+from embedding_sanitizer import Policy, Sanitizer, Settings
 from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE, prompt_weights, sanitize_pooled
 from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
 
+from . import policy as admin_policy
 from . import registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
 from .report import heatmap_words, summary
@@ -134,11 +135,15 @@ class Patch:
     """The settings of one Embedding Sanitizer (CLIP) node, and its per-stream sanitizers."""
 
     def __init__(self, settings: Settings, weights_choice: str = AUTO, node_id: str | None = None,
-                 notes: list[str] | None = None) -> None:
+                 notes: list[str] | None = None, policy=None, server: bool = False) -> None:
         self.settings = settings
         self.weights_choice = weights_choice
         self.node_id = node_id
         self.notes = list(notes or [])
+        # The admin policy in force when the patch was made: under a lock, a pass-through fails closed.
+        self.policy = policy if policy is not None else Policy()
+        self.server = server  # made by the server-wide lock, not by a node
+        self.on_encode = None  # called with (record, entry) after each sanitized encode (the audit log)
         self._lock = threading.Lock()
         self._sanitizers: dict[tuple, tuple] = {}
 
@@ -184,6 +189,8 @@ class Patch:
                  "not_covered": list(NOT_COVERED.get(record.family, [])), "notes": self.notes + record.notes,
                  "schedule_end": None, "pooled": {}}
         if record.family is None:
+            admin_policy.refuse_or_note(self.policy, f"the text encoder {type(record.inner).__name__} is not covered "
+                                        "by the sanitizer")
             entry["not_covered"] = ["all streams"]
             return record.original, entry
         pooled_streams, pooled_label = POOLED.get(record.family, ((), ""))
@@ -230,6 +237,7 @@ class Patch:
                 with torch.no_grad():  # the span is built under inference mode
                     new = sanitize_pooled(pooled, weight, subspace)
             except (RuntimeError, ValueError) as exc:
+                admin_policy.refuse_or_note(self.policy, f"the {rec.stream} pooled vector cannot be sanitized ({exc})")
                 _warn_once(("pooled", rec.stream, str(exc)), "Embedding Sanitizer: %s pooled vector passed "
                            "through unchanged: %s", rec.stream, exc)
                 return out, f"{rec.stream}: {exc}"
@@ -248,11 +256,14 @@ class Patch:
         try:
             ids = ids_from_chunks(rec.token_weight_pairs, rec.encoder.layout)
         except UnsupportedTokens as exc:
+            admin_policy.refuse_or_note(self.policy, f"the {rec.stream} tokens cannot be placed ({exc})")
             entry["notes"].append(f"{rec.stream}: passed through unchanged ({exc})")
             return out, None
         chunk = rec.encoder.layout.chunk_length
         if cond.shape[1] != ids.shape[1] or (chunk and ids.shape[1] % chunk) or \
                 (chunk is None and len(rec.token_weight_pairs) != 1):
+            admin_policy.refuse_or_note(self.policy, f"the {rec.stream} token list ({ids.shape[1]}) does not line up "
+                                        f"with the {cond.shape[1]} encoded rows")
             entry["notes"].append(f"{rec.stream}: passed through unchanged (token list of {ids.shape[1]} does not "
                                   f"line up with the {cond.shape[1]} encoded rows)")
             _warn_once(("align", rec.stream), "Embedding Sanitizer: %s rows do not line up with the tokens; "
@@ -296,14 +307,29 @@ class SanitizedTextModel:
         return f"SanitizedTextModel({self.es_inner.__class__.__name__})"
 
     def encode_token_weights(self, token_weight_pairs):
-        record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
-        if self.es_patch is None:  # record only (Sanitize Conditioning re-encoding a text)
+        patch = self.es_patch
+        if patch is None:  # record only (Sanitize Conditioning re-encoding a text)
+            record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
             registry.remember(record.original[0], {"record": record})
             return record.original
-        out, entry = self.es_patch.apply(record)
-        registry.remember(out[0], {"record": record, "patch": self.es_patch, "entry": entry})
-        if entry["heatmap"]:
-            registry.push({"node": self.es_patch.node_id, "heatmap": entry["heatmap"],
+        try:
+            record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
+            out, entry = patch.apply(record)
+        except Exception as exc:
+            if not admin_policy.fails_open(patch.policy):
+                raise
+            log.warning("Embedding Sanitizer: sanitizing failed (%s: %s); the conditioning passes through "
+                        "unsanitized because the admin policy (%s) says on_error: open",
+                        type(exc).__name__, exc, admin_policy.LABEL)
+            return self.es_inner.encode_token_weights(token_weight_pairs)
+        held = {"record": record, "patch": patch, "entry": entry, "output": out}
+        if patch.server:
+            held["server"] = True
+        registry.remember(out[0], held)
+        if patch.on_encode is not None:  # the audit line; raises when the log fails under a closed policy
+            patch.on_encode(record, entry)
+        if entry["heatmap"] and not patch.server:
+            registry.push({"node": patch.node_id, "heatmap": entry["heatmap"],
                            "summary": entry.get("summary", ""), "schedule_end": entry["schedule_end"]})
         return out
 

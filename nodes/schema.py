@@ -1,12 +1,18 @@
 """ComfyUI input specs generated from the core's single settings schema (``FIELDS``)."""
 from __future__ import annotations
 
-from embedding_sanitizer import FIELDS, Settings
+import logging
 
+from embedding_sanitizer import FIELDS, Policy, Settings, SettingsError
+
+from . import policy as admin_policy
 from .weights import AUTO, NONE, weight_choices
 
+log = logging.getLogger("embedding_sanitizer.comfyui")
+
 CATEGORY = "safety/embedding_sanitizer"
-# The negative prompt is whatever the user wires to the un-patched CLIP in ComfyUI.
+# The negative prompt is whatever the user wires to the un-patched CLIP in ComfyUI; under a server-scope
+# policy the policy's own sanitize_negative decides (nodes/negative.py).
 NOT_IN_COMFYUI = ("sanitize_negative",)
 WEIGHTS_TOOLTIP = (" 'auto' uses, per text-encoder stream, the first file calibrated for that encoder; "
                    "'none' uses no learned weights. Files are listed from the pack's weights/ folder and "
@@ -41,3 +47,27 @@ def settings_from_inputs(kwargs: dict) -> tuple[Settings, str]:
     choice = str(values.get("weights", AUTO) or AUTO)
     values["weights"] = "" if choice in (AUTO, NONE) else choice
     return Settings.from_dict(values), choice
+
+
+def node_settings(kwargs: dict, node: str) -> tuple[Settings | None, str, list[str], Policy]:
+    """(settings after the admin policy, weights choice, notes, the policy) for a sanitizer node.
+
+    Settings a graph sends that are invalid raise ``SettingsError`` (the prompt fails, the node turns
+    red), naming the policy when one is in force. Only a locked policy with ``on_error: open`` lets the
+    node pass its input through instead: then settings is None and a warning is logged. A broken policy
+    file raises whatever the graph sends.
+    """
+    policy = admin_policy.current_policy()
+    try:
+        settings, choice = settings_from_inputs(kwargs)
+        settings, notes = admin_policy.enforce(settings)
+    except SettingsError as exc:
+        if admin_policy.fails_open(policy):
+            log.warning("Embedding Sanitizer: %s: invalid settings (%s); passed through unsanitized because the "
+                        "admin policy (%s) says on_error: open", node, exc, admin_policy.LABEL)
+            return None, AUTO, [f"invalid settings passed through (on_error: open): {exc}"], policy
+        if admin_policy.in_force(policy):
+            raise SettingsError(f"{node}: the admin policy ({admin_policy.LABEL}) is in force and the settings "
+                                f"sent are invalid, so nothing is generated: {exc}") from None
+        raise
+    return settings, choice, notes, policy
