@@ -39,7 +39,7 @@ import torch
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
 
 POOLED_BUFFERS = ("pooled_weight", "pooled_bias", "pooled_mean")
-RIDGE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+RIDGE_LAMBDAS = (10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
 
 
 def edited_words(roles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -101,12 +101,15 @@ def pooled_target(features: torch.Tensor, base: torch.Tensor, head: dict | None)
 
 
 def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: torch.Tensor,
-                         weights: torch.Tensor, pooling: str, head: dict | None = None) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
+                         weights: torch.Tensor, pooling: str, head: dict | None = None,
+                         use_head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Move the absorbing rows of ``current`` ``[N, L, D]`` (single chunks) so the pooled vector hits the target.
 
-    ``original``: the encoder's rows; ``weights``: the row edit weights so far. Returns (rows, weights of the
-    rows this stage moved: the chunk's largest word weight, capped at 1; 0 elsewhere).
+    ``original``: the encoder's rows; ``weights``: the row edit weights so far; ``use_head`` ``[N]``: chunks
+    whose target comes from ``head`` (the chunks ES edited: the head knows ES's concepts, not a custom concept
+    that only the projection flagged); the others get the training-free target (``mean`` pooling) or are left
+    to the projection (``eos`` pooling). Returns (rows, weights of the rows this stage moved: the chunk's
+    largest word weight, capped at 1; 0 elsewhere).
     """
     words = edited_words(roles, weights)
     absorb = absorbing_rows(roles, words, pooling)
@@ -117,6 +120,11 @@ def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: t
     features, base = pooled_features(original, roles, words, pooling)
     target = pooled_target(features, base, head)
     cur = current.float()
+    if head is not None and use_head is not None:
+        fallback = base if pooling == "mean" else _first_eos(cur, roles)  # eos: no move without the head
+        target = torch.where(use_head.unsqueeze(-1), target, fallback)
+        if pooling == "eos":
+            absorb = absorb & use_head.unsqueeze(-1)
     if pooling == "mean":
         live = roles != ROLE_PAD
         n_live = live.sum(-1, keepdim=True).float()

@@ -167,7 +167,8 @@ class Sanitizer:
             notes.append("schedule 'svf' needs the projection (mode safree or es+safree); every step is sanitized")
 
         if bool((weights > 0).any()):
-            current, weights = self._pooled_stage(current, rows, roles, weights, layout, chunk, settings, notes)
+            current, weights = self._pooled_stage(current, rows, roles, weights, layout, chunk, settings, notes,
+                                                  es_weights if settings.uses_es else None)
 
         touched = weights > 0
         touched &= roles != ROLE_BOS
@@ -179,7 +180,7 @@ class Sanitizer:
         return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores)
 
     # -- pieces ----------------------------------------------------------------------------
-    def _pooled_stage(self, current, rows, roles, weights, layout, chunk, settings, notes):
+    def _pooled_stage(self, current, rows, roles, weights, layout, chunk, settings, notes, es_weights=None):
         """Pooled-space erasure (``pooled_erasure``) over every edited chunk, after the row edits."""
         model = self.es_model if settings.uses_es else None
         head = model.pooled_head() if model is not None else None
@@ -193,11 +194,11 @@ class Sanitizer:
         flat_roles = roles.reshape(-1, chunk)
         if settings.eos_policy == "keep":  # mean pooling: only the edited words absorb the correction
             flat_roles = torch.where(flat_roles == ROLE_EOS, torch.full_like(flat_roles, ROLE_BOS), flat_roles)
+        use_head = None if es_weights is None else (es_weights.reshape(-1, chunk) > 0).any(-1)
         moved, stage_w = apply_pooled_erasure(current.reshape(-1, chunk, width), rows.reshape(-1, chunk, width),
                                               flat_roles, weights.reshape(-1, chunk), pooling,
-                                              None if head is None else {k: v.to(rows.device) for k, v in head.items()})
-        notes.append(f"pooled erasure: {'calibrated head' if head is not None else 'training-free target'} "
-                     f"({pooling} pooling)")
+                                              None if head is None else {k: v.to(rows.device) for k, v in head.items()},
+                                              use_head)
         return moved.reshape(batch, total, width), torch.maximum(weights, stage_w.reshape(batch, total))
 
     def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:

@@ -87,7 +87,7 @@ def test_the_head_learns_a_known_linear_contamination():
     head, figures = fit_pooled_head(features, base, clean, val)
     assert figures["pooled_head_val_closed"] > 0.9
     pred = pooled_target(features[val], base[val], head)
-    assert torch.allclose(pred, clean[val], atol=0.2)
+    assert float((pred - clean[val]).abs().mean()) < 0.1
     # with nothing to learn (the base already is the clean vector), the head does not make it worse
     head2, figures2 = fit_pooled_head(torch.cat([concept, clean], -1), clean, clean, val)
     assert figures2["pooled_head_val_closed"] >= -0.05

@@ -44,6 +44,9 @@ def configure(parser) -> None:
                         help="do not evaluate: rewrite the report, plots and README from an evaluation.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--previous-weights", default="auto",
+                        help="earlier ES weights compared side by side as 'ES before' ('auto': the file for this "
+                             "encoder under weights/previous/, if any; 'none': leave out)")
 
 
 def _load_es(encoder, weights: str):
@@ -57,6 +60,28 @@ def _load_es(encoder, weights: str):
                           width=encoder.width, device=encoder.device)
     meta["file"] = path.name
     return model, meta, path.name
+
+
+def _load_previous(encoder, spec: str):
+    """(model, meta) of the earlier weights to compare against, or None."""
+    from ..paths import WEIGHTS_DIR
+    from ..weights_io import load_es
+
+    if spec == "none":
+        return None
+    paths = sorted((WEIGHTS_DIR / "previous").glob("*.safetensors")) if spec == "auto" else [Path(spec)]
+    for path in paths:
+        try:
+            model, meta = load_es(path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                                  width=encoder.width, device=encoder.device)
+        except Exception as exc:  # noqa: BLE001 - another encoder's file: not a baseline for this one
+            if spec != "auto":
+                raise
+            print(f"note: {path.name} is not a baseline for {encoder.name} ({exc})", file=sys.stderr)
+            continue
+        meta["file"] = path.name
+        return model, meta
+    return None
 
 
 def run(args) -> int:
@@ -85,8 +110,9 @@ def run(args) -> int:
     if "medium" not in presets:
         presets = ("medium",) + presets
     erasure = load_erasure_data(args.data, data, limit=limit, seed=args.seed)
+    previous = _load_previous(encoder, getattr(args, "previous_weights", "auto"))
     evaluation = Evaluation(encoder, data, es_model, es_meta, presets=presets, bootstrap=bootstrap,
-                            progress=not args.no_progress, seed=args.seed, erasure=erasure)
+                            progress=not args.no_progress, seed=args.seed, erasure=erasure, previous=previous)
     results = evaluation.run_all()
     results["meta"] = {
         **environment(),
@@ -97,6 +123,7 @@ def run(args) -> int:
         "encoder_fingerprint": short_fingerprint(encoder.fingerprint),
         "width": encoder.width,
         "es_weights": es_file,
+        "previous_es_weights": previous[1]["file"] if previous else "",
         "es_concepts": es_meta.get("concepts", []),
         "limit": limit,
         "quick": bool(args.quick),

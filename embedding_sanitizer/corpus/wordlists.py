@@ -320,5 +320,6 @@ JUNK_PIECES = [
     "zx", "cvbn", "mnbv", "ghj", "yuio", "plq", "wxv", "jkq", "vbq", "rrt", "sszx", "ooq",
 ]
 EMOJI = ["✨", "🌸", "🔥", "😊", "🌙", "⭐", "🎨", "💫", "🌈", "🍃", "☕", "🎶", "🌊", "📷", "❤", "♡", "☆", "★"]
+# (no "[ ]": the corpus joins "[ " to "[", which CLIP's BPE then reads as one token, breaking the alignment)
 MARKUP = ["<|startoftext|>", "<|endoftext|>", "|||", "###", "&&", "~~", "::", "//", "--", "++", "^_^", "xD", "<3",
-          "(:", "[ ]", "{ }", "...", "!!!", "???", "%%", "@@", "$$"]
+          "(:", "{ }", "...", "!!!", "???", "%%", "@@", "$$"]

@@ -377,11 +377,17 @@ class SanitizerMethod(Method):
         return Run(prompt, scores, embeddings, flagged=flags & (enc.roles == ROLE_WORD))
 
 
-def build_methods(encoder, es_model=None, es_meta=None) -> list[Method]:
+def build_methods(encoder, es_model=None, es_meta=None, previous=None) -> list[Method]:
+    """The methods side by side; ``previous`` = (model, meta) of earlier ES weights, run as "ES before"."""
     encoder = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder)
     sanitizer = Sanitizer(encoder, es_model, es_meta or {})
     tokenizer = WordTokenizer(encoder)
-    return [
+    extra = []
+    if previous is not None and previous[0] is not None:
+        extra = [SanitizerMethod("es-before", f"ES before the erasure change ({previous[1].get('file', '')}, "
+                                 "es+safree)", Sanitizer(encoder, previous[0], previous[1] or {}), mode="es+safree",
+                                 detector="fast", score="prompt")]
+    return extra + [
         NoDefence(),
         Blacklist(encoder, tokenizer),
         PooledMaxCos(encoder),

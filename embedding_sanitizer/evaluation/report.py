@@ -10,9 +10,9 @@ README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 LABELS = {"none": "No defence", "blacklist": "Keyword blacklist", "maxcos": "Pooled max-cos",
           "safree": "SAFREE as released (LOO)", "fast": "Projection, fast detector", "es": "ES (learned)",
-          "es+fast": "ES then projection"}
+          "es+fast": "ES then projection", "es-before": "ES before the erasure change"}
 COLORS = {"none": "#999999", "blacklist": "#8c564b", "maxcos": "#bcbd22", "safree": "#d62728", "fast": "#1f77b4",
-          "es": "#2ca02c", "es+fast": "#9467bd"}
+          "es": "#2ca02c", "es+fast": "#9467bd", "es-before": "#e377c2"}
 
 
 def public_command(argv: list[str]) -> str:

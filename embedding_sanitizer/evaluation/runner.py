@@ -83,11 +83,11 @@ def _r(x, digits=4):
 class Evaluation:
     def __init__(self, encoder, data: EvalData, es_model=None, es_meta=None, *, presets=SWEEP_PRESETS,
                  bootstrap: int = 1000, progress: bool = True, seed: int = 0, erasure=None,
-                 only: tuple[str, ...] | None = None) -> None:
+                 only: tuple[str, ...] | None = None, previous=None) -> None:
         self.encoder = encoder if isinstance(encoder, CachingEncoder) else CachingEncoder(encoder)
         encoder = self.encoder
         self.data = data
-        self.methods: list[Method] = build_methods(encoder, es_model, es_meta)
+        self.methods: list[Method] = build_methods(encoder, es_model, es_meta, previous)
         self.available = {m.key: m.available() for m in self.methods}
         self.active = [m for m in self.methods if self.available[m.key][0] and (only is None or m.key in only)]
         self.erasure_data = erasure  # ErasureData: the issue-12 yardsticks run when given (erasure_eval.py)
