@@ -113,6 +113,10 @@ class Sanitizer:
 
         if settings.uses_es:
             model = self._es_for(width)
+            if chunk > model.config.max_length:
+                raise SanitizerInputError(f"mode {settings.mode!r}: chunks of {chunk} tokens are longer than the "
+                                          f"{model.config.max_length} the sanitizer weights were calibrated for; "
+                                          "use mode 'safree' for this encoder")
             current, es_scores, es_weights, chunk_prompt, unconfirmed = apply_es(model, rows, roles, intensity, chunk)
             if chunk_prompt is not None:
                 prompt_scores = chunk_prompt.amax(-1)  # the most unsafe chunk speaks for the prompt

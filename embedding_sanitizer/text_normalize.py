@@ -96,6 +96,9 @@ def normalize_prompt(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+_PLAIN_SPACES = re.compile(r"[ \t\n\r]+")  # not str.isspace(): it counts \x1c-\x1f, which tokenizers drop
+
+
 def differs(text: str) -> bool:
-    """Whether normalising changes ``text`` beyond its spacing."""
-    return normalize_prompt(text) != _SPACES.sub(" ", str(text)).strip()
+    """Whether normalising changes ``text`` beyond its plain spacing (spaces, tabs, line breaks)."""
+    return normalize_prompt(text) != _PLAIN_SPACES.sub(" ", str(text)).strip()
