@@ -155,7 +155,8 @@ class SilentNoop(AssertionError):
 class Fuzzer:
     """Holds the encoders, models and scratch folder; ``run_case(kind, rng)`` checks one case."""
 
-    def __init__(self, use_minilm: bool = True, scratch: Path | None = None) -> None:
+    def __init__(self, use_minilm: bool = True, scratch: Path | None = None, demo: bool = True) -> None:
+        self.demo = demo  # heatmap cases also run the demo command now and then (slow: it loads the encoder)
         self.tiny = [TinyEncoder(32, SD1_CLIP_L, 0), TinyEncoder(48, SD2_CLIP_H, 1), TinyEncoder(24, T5, 2, vocab=3000)]
         self.tiny_es = {enc.width: tiny_es(enc.width, enc.width) for enc in self.tiny}
         self.minilm = None
@@ -322,7 +323,7 @@ class Fuzzer:
         words = group_words(pieces, scores)
         render_terminal(words, color=rng.random() < 0.5)
         heatmap_html(words)
-        if rng.random() < 0.02 and self.minilm is not None:
+        if rng.random() < 0.02 and self.minilm is not None and self.demo:
             self.inputs += 1
             check_demo(random_prompt(rng, 1, 12, odd=0.4))
 
