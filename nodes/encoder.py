@@ -68,6 +68,10 @@ class ComfyStreamEncoder(TextEncoder):
     def device(self) -> torch.device:
         return self.model.transformer.get_input_embeddings().weight.device
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.transformer.get_input_embeddings().weight.shape[0])
+
     def compute_fingerprint(self) -> str:
         return tensor_fingerprint(self.model.transformer.get_input_embeddings().weight)
 

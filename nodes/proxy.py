@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from embedding_sanitizer import Policy, Sanitizer, Settings
+from embedding_sanitizer.normalized_check import text_from_pieces
 from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE, prompt_weights, sanitize_pooled
 from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
@@ -272,8 +273,10 @@ class Patch:
         sanitizer, settings, notes = self._sanitizer_for(rec, n_streams)
         entry["notes"].extend(n for n in notes if n not in entry["notes"])
         pieces = rec.encoder.pieces_for(ids)
+        texts = [text_from_pieces(p) for p in pieces]  # ComfyUI passes token ids only: the text they spell
         try:
-            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces)
+            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces,
+                                        texts=texts)
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
         entry["streams"][rec.stream] = result.report

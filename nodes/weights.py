@@ -13,7 +13,9 @@ from pathlib import Path
 
 from embedding_sanitizer.encoders.base import fingerprints_match
 from embedding_sanitizer.paths import WEIGHTS_DIR
-from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
+from embedding_sanitizer.weights_io import (
+    WeightsFileError, WeightsMismatch, list_weight_files, load_es, read_metadata, scan_weight_files,
+)
 
 FOLDER_NAME = "embedding_sanitizer"
 AUTO = "auto"
@@ -54,7 +56,13 @@ def save_folder() -> Path:
 
 
 def weight_choices() -> list[str]:
+    """The node's dropdown: auto, none and the good files; broken files are logged at WARNING by the scan
+    (and named in the report of every encode that looks for weights), never offered."""
     return [AUTO, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+
+
+def broken_note(scan) -> str:
+    return ("; skipped unreadable weights file(s): " + ", ".join(scan.broken_labels())) if scan.broken else ""
 
 
 def path_of(name: str) -> Path | None:
@@ -72,15 +80,20 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
     a named file is used when it matches and refused (``WeightsMismatch``) when
     the encoder has only this stream to give it to.
     """
-    if choice in ("", AUTO):
-        candidates = list_weight_files(*folders())
-    elif choice == NONE:
+    if choice == NONE:
         return None, {}, "no ES weights chosen"
+    scan = scan_weight_files(*folders())
+    skipped = broken_note(scan)
+    if choice in ("", AUTO):
+        candidates = scan.good  # one broken file never hides the good ones
     else:
         path = path_of(choice)
         if path is None:
             raise FileNotFoundError(f"Embedding Sanitizer: weights file {choice!r} not found in "
                                     f"{[str(f.name) for f in folders()]}")
+        reason = next((why for bad, why in scan.broken if bad == path), None)
+        if reason is not None:
+            raise WeightsFileError(f"Embedding Sanitizer: weights file {choice} is unreadable: {reason}")
         candidates = [path]
     fingerprint = encoder.fingerprint
     for path in candidates:
@@ -97,9 +110,9 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
             hit = (model, meta)
             with _lock:
                 _loaded[key] = hit
-        return hit[0], hit[1], f"ES weights {path.name}"
+        return hit[0], hit[1], f"ES weights {path.name}{skipped}"
     if choice not in ("", AUTO):
         raise WeightsMismatch(f"{choice} was not calibrated for the text encoder stream {encoder.name} "
                               f"(width {encoder.width}); calibrate weights for it with "
                               "'Calibrate Embedding Sanitizer'")
-    return None, {}, f"no calibrated ES weights match {encoder.name}"
+    return None, {}, f"no calibrated ES weights match {encoder.name}{skipped}"
