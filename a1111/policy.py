@@ -65,6 +65,31 @@ def make_policy(locked: bool, min_intensity, forced_mode: str | None, required_c
     return Policy.make(locked, min_intensity, forced_mode, required_concepts)
 
 
+def on_error_of(policy: Policy) -> str:
+    """``closed`` or ``open`` (the policy file's ``on_error``; ``closed`` where the core has no such key yet)."""
+    value = getattr(policy, "on_error", "closed") or "closed"
+    return value if value in ("closed", "open") else "closed"
+
+
+def resolve_args(policy: Policy, args, defaults, fallback) -> tuple:
+    """Script args -> ``(settings, notes)`` under ``policy``.
+
+    Invalid arguments raise ``SettingsError`` without a lock. Under a lock they are replaced by
+    ``fallback()`` (the policy's defaults) with a note, and the result is enforced: never off."""
+    from . import schema
+
+    try:
+        settings = schema.settings_from_args(args, defaults)
+        notes: list[str] = []
+    except SettingsError as exc:
+        if not policy.locked:
+            raise
+        settings = fallback()
+        notes = [f"invalid Embedding Sanitizer arguments ignored under the lock ({exc}); the policy's defaults apply"]
+    settings, more = policy.enforce(settings)
+    return settings, notes + list(more)
+
+
 def stricter(a: Policy, b: Policy) -> Policy:
     """The policy that satisfies both ``a`` and ``b`` (lock if either locks, highest floor, ...)."""
     if not (a.locked or b.locked):

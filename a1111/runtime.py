@@ -51,6 +51,8 @@ class RunState:
     svf_pairs: list = field(default_factory=list)
     #: while ``svf.Schedule`` encodes a prompt batch: each text-model call's ``schedule_end``.
     svf_fractions: list | None = None
+    #: ``on_error: open`` without a lock: a failure while sanitizing returns the host's output (with a note)
+    fail_open: bool = False
 
     def note_once(self, note: str) -> None:
         if note not in self.notes:

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from embedding_sanitizer import FIELDS, Settings, SettingsError
 from embedding_sanitizer.paths import WEIGHTS_DIR
+from embedding_sanitizer.settings import DEFAULT_CONCEPTS
 
 from . import schema
-from .hook import Hook
+from .hook import Hook, Refusal
+from .lock_seal import LockSeal
 from .svf import Schedule
-from .policy import PolicyFile, make_policy, read_policy_file, stricter
+from .policy import PolicyFile, make_policy, on_error_of, read_policy_file, resolve_args, stricter
 from .runtime import Runtime, RunState, merge_words, words_html
 
 log = logging.getLogger("embedding_sanitizer.a1111")
@@ -28,6 +30,7 @@ FORCED_KEY = schema.OPTION_PREFIX + "forced_mode"
 REQUIRED_KEY = schema.OPTION_PREFIX + "required_concepts"
 LIVE_KEY = schema.OPTION_PREFIX + "live_heatmap"
 RESTRICTED_KEYS = (LOCK_KEY, FLOOR_KEY, FORCED_KEY, REQUIRED_KEY)
+RESTRICTED_DEFAULTS = {LOCK_KEY: False, FLOOR_KEY: 1.0, FORCED_KEY: "", REQUIRED_KEY: ""}
 
 
 def _shared():
@@ -61,9 +64,28 @@ def layer_tag() -> str:
         return ""
 
 
+def idle_state():
+    """Hook state for a text-model call outside an active run: under a lock, the policy's settings."""
+    try:
+        policy, notes = policy_in_force()
+    except Exception as exc:  # noqa: BLE001 - a named policy file that cannot be read: refuse
+        if policy_file_path():
+            return Refusal(f"Embedding Sanitizer refuses to encode: {exc}")
+        return None
+    if not policy.locked:
+        return None
+    try:
+        settings, more = resolve([])
+    except Exception as exc:  # noqa: BLE001
+        return Refusal(f"Embedding Sanitizer refuses to encode: the locked settings are invalid: {exc}")
+    note = "text encoded outside a generation set up by the extension; the lock's settings were applied"
+    return RunState(settings, notes + more + [note])
+
+
 RUNTIME = Runtime(weight_folders)
-HOOK = Hook(RUNTIME, layer_tag)
+HOOK = Hook(RUNTIME, layer_tag, idle_state)
 SVF = Schedule(HOOK)
+SEAL = LockSeal(RESTRICTED_KEYS, RESTRICTED_DEFAULTS)
 LAST_REPORTS: dict[str, dict] = {}
 _policy_cache: dict[tuple, PolicyFile] = {}
 _policy_lock = threading.Lock()
@@ -94,11 +116,35 @@ def policy_file() -> PolicyFile:
         return _policy_cache[key]
 
 
+def page_policy():
+    """The Settings-page lock as sealed (``lock_seal``), and notes about options changed around the seal.
+
+    A page lock with no required concepts requires the default concept list, so a request's own
+    concept list can never replace it (e.g. ``{"concepts": "kittens"}``)."""
+    values, notes = SEAL.sealed_values(_shared().opts)
+    locked = bool(values[LOCK_KEY])
+    required = values[REQUIRED_KEY] or (", ".join(DEFAULT_CONCEPTS) if locked else "")
+    return make_policy(locked, values[FLOOR_KEY], values[FORCED_KEY], required), notes
+
+
+def policy_in_force():
+    """``(policy, notes)``: the stricter of the policy file and the sealed Settings-page lock.
+
+    Raises when the named policy file cannot be read (the caller fails closed)."""
+    page, notes = page_policy()
+    return stricter(policy_file().policy, page), (notes if page.locked else [])
+
+
 def current_policy():
-    opts = _shared().opts
-    page = make_policy(bool(getattr(opts, LOCK_KEY, False)), getattr(opts, FLOOR_KEY, 1.0),
-                       getattr(opts, FORCED_KEY, ""), getattr(opts, REQUIRED_KEY, ""))
-    return stricter(policy_file().policy, page)
+    return policy_in_force()[0]
+
+
+def on_error() -> str:
+    """``closed`` (default) or ``open``, from the policy file; ``closed`` when the file cannot be read."""
+    try:
+        return on_error_of(policy_file().policy)
+    except Exception:  # noqa: BLE001
+        return "closed"
 
 
 def file_defaults() -> dict:
@@ -125,10 +171,26 @@ def default_settings() -> Settings:
         raise SettingsError(f"Embedding Sanitizer defaults on the Settings page are invalid: {exc}") from None
 
 
+def locked_defaults() -> Settings:
+    """What a locked run uses when the request's arguments are invalid: the policy file's defaults."""
+    return Settings.from_dict(file_defaults())
+
+
 def resolve(args) -> tuple[Settings, list[str]]:
-    """Script args (UI or API) -> the settings that will be used, after the admin policy."""
-    settings = schema.settings_from_args(args, default_settings())
-    return current_policy().enforce(settings)
+    """Script args (UI or API) -> the settings that will be used, after the admin policy.
+
+    Without a lock, invalid arguments raise ``SettingsError``. Under a lock they never switch the
+    sanitizer off: the policy's defaults are used instead, and the notes say why."""
+    policy, notes = policy_in_force()
+    try:
+        defaults = default_settings()
+    except SettingsError as exc:
+        if not policy.locked:
+            raise
+        defaults = locked_defaults()
+        notes = notes + [f"the Settings-page defaults are invalid ({exc}); the policy's defaults apply"]
+    settings, more = resolve_args(policy, args, defaults, locked_defaults)
+    return settings, notes + more
 
 
 # ------------------------------------------------------------ text models

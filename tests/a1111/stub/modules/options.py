@@ -90,7 +90,14 @@ class Options:
         except RuntimeError:
             return False
         if run_callbacks and info.onchange is not None:
-            info.onchange()
+            try:
+                info.onchange()
+            except Exception as e:  # the webui reports the error and undoes the change
+                from modules import errors
+
+                errors.display(e, f"changing setting {key} to {value}")
+                setattr(self, key, old)
+                return False
         return True
 
     def get_default(self, key):
