@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedding_sanitizer import Policy, SettingsError
-from embedding_sanitizer.settings import parse_concepts
 
 POLICY_KEYS = Policy.KEYS
 
@@ -54,7 +53,7 @@ def read_policy_file(path: str | Path | None) -> PolicyFile:
     except OSError as exc:
         raise PolicyFileError(f"Embedding Sanitizer policy file {path.name!r} cannot be read: {exc}") from None
     try:
-        policy, defaults = Policy.parse_json(text, path.name)
+        policy, defaults = Policy.parse_json(text, path.name, path.absolute().parent)
     except SettingsError as exc:
         raise PolicyFileError(str(exc)) from None
     return PolicyFile(policy, defaults, str(path))
@@ -91,11 +90,5 @@ def resolve_args(policy: Policy, args, defaults, fallback) -> tuple:
 
 
 def stricter(a: Policy, b: Policy) -> Policy:
-    """The policy that satisfies both ``a`` and ``b`` (lock if either locks, highest floor, ...)."""
-    if not (a.locked or b.locked):
-        return Policy()
-    active = [p for p in (a, b) if p.locked]
-    forced = next((p.forced_mode for p in active if p.forced_mode), "")
-    floor = max(p.min_intensity for p in active)
-    concepts = parse_concepts([c for p in active for c in p.required_concepts])
-    return Policy(locked=True, min_intensity=floor, forced_mode=forced, required_concepts=concepts)
+    """The policy that satisfies both ``a`` and ``b`` (the core's ``Policy.stricter``)."""
+    return a.stricter(b)

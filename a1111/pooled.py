@@ -52,7 +52,7 @@ def sanitize_rest(encoder, state, result, rest: tuple) -> tuple:
     if largest <= 0:
         return (pooled.clone(),) + tuple(rest[1:])
     subspace = DEFAULT_POOLED_CACHE.get(f"{encoder.cache_key}|pooled", lambda texts: host_pooled(encoder, texts),
-                                        state.settings.concept_list)
+                                        state.settings.all_concepts)
     note = f"{encoder.name} pooled vector: sanitized with weight {largest:.3g}"
     if note not in state.notes:
         state.notes.append(note)

@@ -51,6 +51,23 @@ class SanitizeResult:
         return bool((self.weights > 0).any())
 
 
+@dataclass
+class _ConceptNames:
+    """Nearest-concept lookup over several concept lists (the report's concept names)."""
+
+    concepts: tuple[str, ...]
+    word_center: torch.Tensor
+    word_dirs: torch.Tensor
+
+    @classmethod
+    def merge(cls, subspaces: list[ConceptSubspace]) -> "_ConceptNames":
+        return cls(tuple(c for s in subspaces for c in s.concepts), subspaces[0].word_center,
+                   torch.cat([s.word_dirs for s in subspaces]))
+
+    def nearest_concepts(self, rows: torch.Tensor) -> torch.Tensor:
+        return ((rows.to(torch.float32) - self.word_center) @ self.word_dirs.T).argmax(dim=-1)
+
+
 class Sanitizer:
     """Holds the resources (encoder, learned model, concept-subspace cache) for sanitizing."""
 
@@ -113,26 +130,30 @@ class Sanitizer:
 
         schedule_end = None
         if settings.uses_projection:
-            subspace = self.subspace(settings.concept_list, embeddings.device)
-            proj, p_scores, p_flags, detector = self._projection(current, ids, roles, layout, chunk, settings,
-                                                                 subspace, notes)
-            scores = torch.maximum(scores, p_scores)
-            flagged |= p_flags
-            if proj is not None:  # None: nothing flagged anywhere in the batch, nothing to edit
-                word_w = intensity * p_flags.float()
-                chunk_max = word_w.reshape(batch, -1, chunk).amax(-1, keepdim=True).expand(-1, -1, chunk)
-                tail = (roles == ROLE_EOS) | (roles == ROLE_PAD)
-                use_tail = settings.eos_policy == "project"
-                p_weights = torch.where(tail & use_tail, chunk_max.reshape(batch, total), word_w)
-                p_weights = torch.where(roles == ROLE_BOS, torch.zeros_like(p_weights), p_weights)
-                current = current + p_weights.unsqueeze(-1) * (proj - current)
+            # one stage per concept list: the user's, then the policy's required list with its own
+            # subspace and threshold, so that extra user concepts cannot dilute the required ones
+            stages, fractions = [], None
+            for concepts in settings.projection_concept_lists:
+                stage = self.subspace(concepts, embeddings.device)
+                current, p_scores, p_flags, p_weights, proj, detector = self._projection_stage(
+                    current, ids, roles, layout, chunk, settings, stage, intensity, notes)
+                scores = torch.maximum(scores, p_scores)
+                flagged |= p_flags
                 weights = torch.maximum(weights, p_weights)
+                if settings.schedule == "svf" and proj is not None:  # the longest schedule of the stages
+                    stage_fraction = svf_fraction(svf_beta(rows, proj, roles, chunk))
+                    fractions = stage_fraction if fractions is None else torch.maximum(fractions, stage_fraction)
+                stages.append(stage)
             if settings.schedule == "svf":
                 has_edit = (weights > 0).any(-1)
-                fractions = (svf_fraction(svf_beta(rows, proj, roles, chunk)) if proj is not None
-                             else torch.zeros(batch))
+                fractions = fractions if fractions is not None else torch.zeros(batch)
                 schedule_end = [float(f) if e else 0.0 for f, e in zip(fractions.tolist(), has_edit.tolist())]
             notes.append(f"projection detector: {detector}")
+            if len(stages) > 1:
+                notes.append(f"required concepts ({len(stages[-1].concepts)}) scored and projected as their "
+                             f"own list, beside the {len(stages[0].concepts)} given")
+            subspace = stages[0] if len(stages) == 1 else _ConceptNames.merge(stages)
+            notes[:] = list(dict.fromkeys(notes))  # a fallback note once, not once per stage
         elif settings.schedule == "svf":
             notes.append("schedule 'svf' needs the projection (mode safree or es+safree); every step is sanitized")
 
@@ -174,6 +195,25 @@ class Sanitizer:
             raise SanitizerInputError(f"the sanitizer weights were calibrated for {made_for} "
                                       f"(width {self.es_model.config.width}) but the embeddings have width {width}")
         return self.es_model
+
+    def _projection_stage(self, current, ids, roles, layout, chunk, settings, subspace, intensity, notes):
+        """Detect with one concept list and project what it flags.
+
+        Returns (rows after the edit, scores, flags, edit weights, full projection or None, detector used).
+        """
+        batch, total = roles.shape
+        proj, p_scores, p_flags, detector = self._projection(current, ids, roles, layout, chunk, settings,
+                                                             subspace, notes)
+        p_weights = torch.zeros_like(p_scores)
+        if proj is not None:  # None: nothing flagged anywhere in the batch, nothing to edit
+            word_w = intensity * p_flags.float()
+            chunk_max = word_w.reshape(batch, -1, chunk).amax(-1, keepdim=True).expand(-1, -1, chunk)
+            tail = (roles == ROLE_EOS) | (roles == ROLE_PAD)
+            use_tail = settings.eos_policy == "project"
+            p_weights = torch.where(tail & use_tail, chunk_max.reshape(batch, total), word_w)
+            p_weights = torch.where(roles == ROLE_BOS, torch.zeros_like(p_weights), p_weights)
+            current = current + p_weights.unsqueeze(-1) * (proj - current)
+        return current, p_scores, p_flags, p_weights, proj, detector
 
     def _projection(self, rows, ids, roles, layout, chunk, settings, subspace, notes):
         has_ti = bool((ids == layout.ti_id).any())

@@ -8,9 +8,7 @@ out-of-range values raise ``SettingsError`` with a message naming the field.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 MODES = ("off", "es", "safree", "es+safree")
@@ -114,8 +112,22 @@ class Settings:
     eos_policy: str = "project"
     schedule: str = "off"
     sanitize_negative: bool = False
+    # Set by ``Policy.enforce`` only, never by a user: not in ``FIELDS`` (no UI, API or infotext key) and
+    # not in ``to_dict()``. ``required_concepts`` are scored and projected as their own list, beside the
+    # user's ``concepts``, so extra user concepts cannot dilute them; ``max_threshold`` caps the
+    # detection threshold the preset would give (1.0: no cap).
+    required_concepts: tuple[str, ...] = ()
+    max_threshold: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.required_concepts, (list, str)):
+            object.__setattr__(self, "required_concepts", parse_concepts(self.required_concepts))
+        if not isinstance(self.required_concepts, tuple) or not all(
+                isinstance(c, str) for c in self.required_concepts):
+            raise SettingsError(f"required_concepts must be a tuple of text, got {self.required_concepts!r}")
+        cap = self.max_threshold
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 < cap <= 1.0:
+            raise SettingsError(f"max_threshold must be a number in (0, 1], got {cap!r}")
         for spec in FIELDS:
             value = getattr(self, spec.name)
             if spec.kind is bool and not isinstance(value, bool):
@@ -144,7 +156,15 @@ class Settings:
         return cls(**clean)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The user-facing fields (``FIELDS``): what ``from_dict`` accepts back."""
+        return {spec.name: getattr(self, spec.name) for spec in FIELDS}
+
+    def effective_dict(self) -> dict:
+        """Everything that decides a run (for reports and the audit log), including the policy-set fields."""
+        out = self.to_dict()
+        out.update(required_concepts=list(self.required_concepts), threshold=self.threshold,
+                   effective_intensity=self.effective_intensity)
+        return out
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -165,7 +185,26 @@ class Settings:
     @property
     def threshold(self) -> float:
         """Score above which a token counts as flagged (the projection detector's trigger)."""
-        return PRESETS.get(self.preset, PRESETS["medium"])[1]
+        return min(PRESETS.get(self.preset, PRESETS["medium"])[1], float(self.max_threshold))
+
+    @property
+    def all_concepts(self) -> tuple[str, ...]:
+        """The user's concepts and the required ones, once each (e.g. the pooled vector's concept span)."""
+        return parse_concepts(self.concept_list + self.required_concepts)
+
+    @property
+    def projection_concept_lists(self) -> tuple[tuple[str, ...], ...]:
+        """The concept lists the projection runs over, each with its own subspace and threshold.
+
+        The user's list, then the policy's required list when it is not the same set; only the
+        required list when the user's is empty (under a lock an empty list cannot switch it off).
+        """
+        user, required = self.concept_list, self.required_concepts
+        if not required:
+            return (user,)
+        if not user or {c.lower() for c in user} == {c.lower() for c in required}:
+            return (required,)
+        return (user, required)
 
     @property
     def uses_es(self) -> bool:
@@ -186,7 +225,8 @@ class Settings:
     @classmethod
     def from_infotext(cls, params: dict[str, str], base: "Settings | None" = None) -> "Settings":
         """Inverse of ``to_infotext``; keys that are missing keep ``base``'s values."""
-        values = (base or cls()).to_dict()
+        base = base or cls()
+        values = base.to_dict()
         for spec in FIELDS:
             if spec.infotext not in params:
                 continue
@@ -200,103 +240,13 @@ class Settings:
                     raise SettingsError(f"infotext {spec.infotext!r} is not a number: {raw!r}") from exc
             else:
                 values[spec.name] = str(raw)
-        return cls(**values)
+        return base.replace(**values)
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Administrator lock for shared installations.
+def __getattr__(name: str):
+    """``Policy`` lives in ``embedding_sanitizer.policy``; kept importable from here for older callers."""
+    if name == "Policy":
+        from .policy import Policy
 
-    When ``locked``, nothing the UI or API sends can disable the sanitizer,
-    switch its mode off or lower its intensity below ``min_intensity``.
-    """
-
-    locked: bool = False
-    min_intensity: float = 1.0
-    forced_mode: str = ""
-    required_concepts: tuple[str, ...] = field(default_factory=tuple)
-    KEYS = ("locked", "min_intensity", "forced_mode", "required_concepts", "defaults")  # policy-file keys
-
-    # -- the policy file, shared by the A1111 and ComfyUI glue ---------------------------------
-    # Format (every key optional; ``defaults`` are initial settings a front end may offer)::
-    #
-    #     {"locked": true, "min_intensity": 1.0, "forced_mode": "safree",
-    #      "required_concepts": ["nudity", "gore"], "defaults": {"preset": "high"}}
-
-    @classmethod
-    def make(cls, locked: bool, min_intensity, forced_mode: str | None, required_concepts) -> "Policy":
-        """A validated policy from loosely typed values (a settings page or a policy file)."""
-        spec = FIELD_BY_NAME["intensity"]
-        try:
-            floor = float(min_intensity or 0.0)
-        except (TypeError, ValueError):
-            raise SettingsError(f"policy min_intensity must be a number, got {min_intensity!r}") from None
-        if not spec.minimum <= floor <= spec.maximum:
-            raise SettingsError(f"policy min_intensity {floor} is outside [{spec.minimum}, {spec.maximum}]")
-        forced = (forced_mode or "").strip()
-        if forced and (forced not in MODES or forced == "off"):
-            raise SettingsError(f"policy forced_mode {forced!r} must be one of {[m for m in MODES if m != 'off']}")
-        return cls(locked=bool(locked), min_intensity=floor, forced_mode=forced,
-                   required_concepts=parse_concepts(required_concepts or ()))
-
-    @classmethod
-    def parse_json(cls, text: str, source: str = "policy") -> tuple["Policy", dict]:
-        """(policy, validated ``defaults``) from a policy file's text; ``SettingsError`` names ``source``."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"Embedding Sanitizer policy file {source!r} cannot be read: {exc}") from None
-        if not isinstance(raw, dict):
-            raise SettingsError(f"policy file {source!r} must hold a JSON object")
-        unknown = set(raw) - set(cls.KEYS)
-        if unknown:
-            raise SettingsError(f"policy file {source!r}: unknown key(s) {sorted(unknown)}; "
-                                f"known: {list(cls.KEYS)}")
-        try:
-            policy = cls.make(bool(raw.get("locked", False)), raw.get("min_intensity", 0.0),
-                              raw.get("forced_mode", ""), raw.get("required_concepts", ()))
-            defaults = dict(raw.get("defaults") or {})
-            Settings.from_dict(defaults)  # validate now, not at the first generation
-        except (SettingsError, TypeError, ValueError) as exc:
-            raise SettingsError(f"policy file {source!r}: {exc}") from None
-        return policy, defaults
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "policy") -> "Policy":
-        return cls.parse_json(text, source)[0]
-
-    @classmethod
-    def from_file(cls, path) -> "Policy":
-        """The policy in a JSON policy file; an unreadable or malformed file raises ``SettingsError``."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SettingsError(f"Embedding Sanitizer policy file {path.name!r} cannot be read: {exc}") from None
-        return cls.from_json(text, path.name)
-
-    def enforce(self, settings: Settings) -> tuple[Settings, list[str]]:
-        """Return settings that satisfy the policy, and what was overridden."""
-        if not self.locked:
-            return settings, []
-        changes: dict[str, Any] = {}
-        notes = []
-        if not settings.enabled:
-            changes["enabled"] = True
-            notes.append("enabled forced on by policy")
-        mode = self.forced_mode or (settings.mode if settings.mode != "off" else "safree")
-        if mode != settings.mode:
-            changes["mode"] = mode
-            notes.append(f"mode forced to {mode!r} by policy")
-        current = Settings(**{**settings.to_dict(), **changes})
-        if current.effective_intensity < self.min_intensity:
-            changes["preset"] = "custom"
-            changes["intensity"] = float(self.min_intensity)
-            notes.append(f"intensity raised to the policy floor {self.min_intensity}")
-        if self.required_concepts:
-            have = {c.lower() for c in settings.concept_list}
-            missing = [c for c in self.required_concepts if c.lower() not in have]
-            if missing:
-                changes["concepts"] = ", ".join(settings.concept_list + tuple(missing))
-                notes.append(f"concepts required by policy added: {missing}")
-        return settings.replace(**changes), notes
+        return Policy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -226,7 +226,7 @@ class Patch:
         else:
             try:
                 subspace = DEFAULT_POOLED_CACHE.get(rec.encoder.pooled_key, rec.encoder.host_pooled,
-                                                    self.settings.concept_list)
+                                                    self.settings.all_concepts)
                 with torch.no_grad():  # the span is built under inference mode
                     new = sanitize_pooled(pooled, weight, subspace)
             except (RuntimeError, ValueError) as exc:

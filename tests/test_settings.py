@@ -48,6 +48,7 @@ def test_policy_lock_holds():
     forced, notes = policy.enforce(Settings(enabled=False, mode="off", preset="low", concepts="violence"))
     assert forced.enabled and forced.mode != "off"
     assert forced.effective_intensity >= 1.0
-    assert "nudity" in forced.concept_list and len(notes) == 4
+    assert forced.concept_list == ("violence",) and forced.required_concepts == ("nudity",)  # its own list
+    assert "nudity" in forced.all_concepts and len(notes) == 5  # with "threshold capped" (preset low)
     unlocked, notes = Policy().enforce(Settings(enabled=False))
     assert not unlocked.enabled and notes == []
