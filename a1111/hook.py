@@ -54,6 +54,12 @@ TARGETS = (
     ("modules.sd_hijack_clip", "TextConditionalModel", "forward"),
     ("backend.text_processing.classic_engine", "ClassicTextProcessingEngine", "__call__"),
 )
+#: Gates: entry points that can encode without reaching a target. A1111's SD1 embedder takes its own path
+#: with "Use old emphasis implementation" on (``sd_hijack_clip_old.forward_old``), never calling
+#: ``TextConditionalModel.forward``; the gate refuses there whenever the hook would refuse or sanitize.
+GATES = (
+    ("modules.sd_hijack_clip", "FrozenCLIPEmbedderWithCustomWordsBase", "forward"),
+)
 COND_CACHES = ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc")
 MARK = "_embedding_sanitizer_original"
 
@@ -75,11 +81,14 @@ class Refusal:
 
 class Hook:
     def __init__(self, runtime: Runtime, layer_tag: Callable[[], str] | None = None,
-                 idle_state: Callable[[], "RunState | Refusal | None"] | None = None) -> None:
+                 idle_state: Callable[[], "RunState | Refusal | None"] | None = None,
+                 unservable: Callable[[], str] | None = None) -> None:
         self.runtime = runtime
         self.layer_tag = layer_tag
         #: the state for text-model calls outside an active run (``webui.idle_state``: a lock's settings)
         self.idle_state = idle_state
+        #: why the host's current options cannot be sanitized ("" when they can): checked by the gates
+        self.unservable = unservable
         self._state: RunState | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -87,24 +96,31 @@ class Hook:
 
     # ------------------------------------------------------------- patching
     def install(self) -> list[str]:
-        """Patch every target class that imports here; idempotent. Returns the patched names."""
+        """Patch every target (and gate) class that imports here; idempotent. Returns the patched targets."""
+        for module_name, class_name, attr in GATES:
+            self._patch(module_name, class_name, attr, self._gate)
         for module_name, class_name, attr in TARGETS:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            cls = getattr(module, class_name, None)
-            if cls is None or (cls, attr) in self.patched:
-                continue
-            current = cls.__dict__.get(attr)
-            if current is None:
-                log.warning("Embedding Sanitizer: %s.%s has no %s; not hooked", module_name, class_name, attr)
-                continue
-            if getattr(current, MARK, None) is not None:  # a previous load of this extension
-                current = getattr(current, MARK)
-            setattr(cls, attr, self._wrap(current))
-            self.patched.append((cls, attr))
-        return [f"{cls.__module__}.{cls.__name__}.{attr}" for cls, attr in self.patched]
+            self._patch(module_name, class_name, attr, self._wrap)
+        gates = {(m, c) for m, c, _ in GATES}
+        return [f"{cls.__module__}.{cls.__name__}.{attr}" for cls, attr in self.patched
+                if (cls.__module__, cls.__name__) not in gates]
+
+    def _patch(self, module_name: str, class_name: str, attr: str, wrap) -> None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return
+        cls = getattr(module, class_name, None)
+        if cls is None or (cls, attr) in self.patched:
+            return
+        current = cls.__dict__.get(attr)
+        if current is None:
+            log.warning("Embedding Sanitizer: %s.%s has no %s; not hooked", module_name, class_name, attr)
+            return
+        if getattr(current, MARK, None) is not None:  # a previous load of this extension
+            current = getattr(current, MARK)
+        setattr(cls, attr, wrap(current))
+        self.patched.append((cls, attr))
 
     def uninstall(self) -> None:
         """Put the originals back (only where our wrapper is still the class attribute)."""
@@ -119,6 +135,29 @@ class Hook:
                             "(the sanitizer stays inactive)", cls.__name__, attr)
         self.patched.clear()
 
+    def _state_for_call(self):
+        state = self._state
+        if state is None and self.idle_state is not None:
+            state = self.idle_state()
+        return state
+
+    def _gate(self, original):
+        hook = self
+
+        @functools.wraps(original)
+        def embedding_sanitizer_gate(model, texts, *args, **kwargs):
+            if not hook.bypassed:
+                state = hook._state_for_call()
+                if isinstance(state, Refusal):
+                    raise RefusedError(state.reason)
+                reason = hook.unservable() if state is not None and hook.unservable is not None else ""
+                if reason:
+                    raise RefusedError(reason)
+            return original(model, texts, *args, **kwargs)
+
+        setattr(embedding_sanitizer_gate, MARK, original)
+        return embedding_sanitizer_gate
+
     def _wrap(self, original):
         hook = self
 
@@ -126,9 +165,7 @@ class Hook:
         def embedding_sanitizer_forward(model, texts, *args, **kwargs):
             if hook.bypassed:
                 return original(model, texts, *args, **kwargs)
-            state = hook._state
-            if state is None and hook.idle_state is not None:
-                state = hook.idle_state()
+            state = hook._state_for_call()
             if isinstance(state, Refusal):
                 raise RefusedError(state.reason)
             out = original(model, texts, *args, **kwargs)

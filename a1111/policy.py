@@ -65,27 +65,25 @@ def make_policy(locked: bool, min_intensity, forced_mode: str | None, required_c
 
 
 def on_error_of(policy: Policy) -> str:
-    """``closed`` or ``open`` (the policy file's ``on_error``; ``closed`` where the core has no such key yet)."""
-    value = getattr(policy, "on_error", "closed") or "closed"
-    return value if value in ("closed", "open") else "closed"
+    """``closed`` (also when the policy does not say) or ``open``."""
+    return "closed" if policy.fail_closed else "open"
 
 
-def resolve_args(policy: Policy, args, defaults, fallback) -> tuple:
-    """Script args -> ``(settings, notes)`` under ``policy``.
+def resolve_args(policy: Policy, args, defaults) -> tuple:
+    """Script args (UI values, positional API args, or one dict of names) -> ``(settings, notes)``.
 
-    Invalid arguments raise ``SettingsError`` without a lock. Under a lock they are replaced by
-    ``fallback()`` (the policy's defaults) with a note, and the result is enforced: never off."""
+    Without a lock, invalid arguments raise ``SettingsError`` (``schema.settings_from_args``). Under a
+    lock nothing a user sends can raise or switch the sanitizer off: ``Policy.resolve`` replaces each
+    bad field by the policy's default, ignores unknown names, and says so in the notes."""
     from . import schema
 
-    try:
-        settings = schema.settings_from_args(args, defaults)
-        notes: list[str] = []
-    except SettingsError as exc:
-        if not policy.locked:
-            raise
-        settings = fallback()
-        notes = [f"invalid Embedding Sanitizer arguments ignored under the lock ({exc}); the policy's defaults apply"]
-    settings, more = policy.enforce(settings)
+    if not policy.locked:
+        return policy.enforce(schema.settings_from_args(args, defaults))
+    args = list(args or ())
+    values = args[0] if args and isinstance(args[0], dict) else args
+    notes = [] if not (args and isinstance(args[0], dict) and len(args) > 1) else \
+        [f"{len(args) - 1} argument(s) after the named settings ignored (policy lock)"]
+    settings, more = policy.resolve(values, base=defaults)
     return settings, notes + list(more)
 
 

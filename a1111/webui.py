@@ -10,7 +10,6 @@ from pathlib import Path
 
 from embedding_sanitizer import FIELDS, Settings, SettingsError
 from embedding_sanitizer.paths import WEIGHTS_DIR
-from embedding_sanitizer.settings import DEFAULT_CONCEPTS
 
 from . import schema
 from .hook import Hook, Refusal
@@ -82,8 +81,19 @@ def idle_state():
     return RunState(settings, notes + more + [note])
 
 
+def unservable() -> str:
+    """Why the webui's current options cannot be sanitized ("" when they can): old emphasis."""
+    from .lifecycle import COMPAT_OPTIONS, OLD_EMPHASIS
+
+    try:
+        opts = _shared().opts
+    except Exception:  # noqa: BLE001 - outside the webui
+        return ""
+    return OLD_EMPHASIS if any(getattr(opts, key, False) for key in COMPAT_OPTIONS) else ""
+
+
 RUNTIME = Runtime(weight_folders)
-HOOK = Hook(RUNTIME, layer_tag, idle_state)
+HOOK = Hook(RUNTIME, layer_tag, idle_state, unservable)
 SVF = Schedule(HOOK)
 SEAL = LockSeal(RESTRICTED_KEYS, RESTRICTED_DEFAULTS)
 LAST_REPORTS: dict[str, dict] = {}
@@ -119,12 +129,11 @@ def policy_file() -> PolicyFile:
 def page_policy():
     """The Settings-page lock as sealed (``lock_seal``), and notes about options changed around the seal.
 
-    A page lock with no required concepts requires the default concept list, so a request's own
-    concept list can never replace it (e.g. ``{"concepts": "kittens"}``)."""
+    A locked policy with no required concepts requires the default concept list (the core's
+    ``Policy``), so a request's own concept list can never replace it (e.g. ``{"concepts": "kittens"}``)."""
     values, notes = SEAL.sealed_values(_shared().opts)
-    locked = bool(values[LOCK_KEY])
-    required = values[REQUIRED_KEY] or (", ".join(DEFAULT_CONCEPTS) if locked else "")
-    return make_policy(locked, values[FLOOR_KEY], values[FORCED_KEY], required), notes
+    policy = make_policy(bool(values[LOCK_KEY]), values[FLOOR_KEY], values[FORCED_KEY], values[REQUIRED_KEY])
+    return policy, notes
 
 
 def policy_in_force():
@@ -171,11 +180,6 @@ def default_settings() -> Settings:
         raise SettingsError(f"Embedding Sanitizer defaults on the Settings page are invalid: {exc}") from None
 
 
-def locked_defaults() -> Settings:
-    """What a locked run uses when the request's arguments are invalid: the policy file's defaults."""
-    return Settings.from_dict(file_defaults())
-
-
 def resolve(args) -> tuple[Settings, list[str]]:
     """Script args (UI or API) -> the settings that will be used, after the admin policy.
 
@@ -187,9 +191,9 @@ def resolve(args) -> tuple[Settings, list[str]]:
     except SettingsError as exc:
         if not policy.locked:
             raise
-        defaults = locked_defaults()
+        defaults = policy.default_settings
         notes = notes + [f"the Settings-page defaults are invalid ({exc}); the policy's defaults apply"]
-    settings, more = resolve_args(policy, args, defaults, locked_defaults)
+    settings, more = resolve_args(policy, args, defaults)
     return settings, notes + more
 
 
@@ -229,7 +233,7 @@ def store_report(tab: str, state: RunState, settings: Settings, notes: list[str]
                       "schedule_end": None if not end else round(max(end), 4)})
     with _policy_lock:
         LAST_REPORTS["_counter"] = LAST_REPORTS.get("_counter", 0) + 1
-        report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.to_dict(),
+        report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.effective_dict(),
                   "policy_notes": list(notes), "prompts": items}
         LAST_REPORTS[tab] = report
     return report
