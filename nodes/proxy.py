@@ -180,7 +180,7 @@ class Patch:
 
     def apply(self, record: EncodeRecord) -> tuple[tuple, dict]:
         """Sanitize a recorded encode: (output tuple like the family's, result entry)."""
-        entry = {"family": record.family, "settings": self.settings.to_dict(), "streams": {}, "heatmap": [],
+        entry = {"family": record.family, "settings": self.settings.effective_dict(), "streams": {}, "heatmap": [],
                  "not_covered": list(NOT_COVERED.get(record.family, [])), "notes": self.notes + record.notes,
                  "schedule_end": None, "pooled": {}}
         if record.family is None:

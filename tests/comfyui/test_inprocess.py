@@ -345,7 +345,7 @@ def test_admin_policy_file_locks_the_nodes(comfy, sd1_clip):
             entry = entry_of(comfy, out)
             assert any(n.startswith("admin policy (models/embedding_sanitizer/policy.json)") for n in entry["notes"])
             assert entry["settings"]["enabled"] and entry["settings"]["mode"] != "off"
-            assert entry["settings"]["intensity"] >= 1.0 and "naked" in entry["settings"]["concepts"]
+            assert entry["settings"]["intensity"] >= 1.0 and "naked" in entry["settings"]["required_concepts"]
         result = sanitize_node(comfy, plain, sd1_clip, text=PROMPT, intensity=0.0, mode="off")["result"]
         assert not torch.equal(result[0][0][0], plain[0][0])
         notes = json.loads(result[2])["entries"][0]["notes"]
