@@ -17,6 +17,7 @@ conditioning next to the sanitized one (``svf``).
 from __future__ import annotations
 
 import logging
+import uuid
 
 from . import schema, webui
 from .hook import Refusal, shadow_cond_caches
@@ -92,11 +93,14 @@ def _prepare(p, args) -> RunState | None:
     if not webui.HOOK.install():
         raise RuntimeError("Embedding Sanitizer found no supported text model class in this webui "
                            "(modules.sd_hijack_clip.TextConditionalModel or Forge's ClassicTextProcessingEngine)")
-    state = RunState(settings, list(notes), owner=p, fail_open=_may_fail_open())
+    state = RunState(settings, list(notes), owner=p, fail_open=_may_fail_open(), audit=webui.audit_log(),
+                     request_id=uuid.uuid4().hex)
     p.extra_generation_params.update(schema.infotext_params(settings))
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
     p.extra_generation_params["ES flagged"] = _flagged_param(state)
+    if state.audit is not None:
+        p.extra_generation_params["ES audit id"] = state.request_id
     return state
 
 

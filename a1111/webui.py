@@ -78,7 +78,11 @@ def idle_state():
     except Exception as exc:  # noqa: BLE001
         return Refusal(f"Embedding Sanitizer refuses to encode: the locked settings are invalid: {exc}")
     note = "text encoded outside a generation set up by the extension; the lock's settings were applied"
-    return RunState(settings, notes + more + [note])
+    try:
+        audit = audit_log()
+    except Exception as exc:  # noqa: BLE001 - the audit log fails closed
+        return Refusal(str(exc))
+    return RunState(settings, notes + more + [note], audit=audit, request_id="outside-a-generation")
 
 
 def unservable() -> str:
@@ -146,6 +150,16 @@ def policy_in_force():
 
 def current_policy():
     return policy_in_force()[0]
+
+
+def audit_log():
+    """The audit log the policy file configures (``None`` without one); ``AuditError`` if it fails closed."""
+    from embedding_sanitizer.audit import AuditLog
+
+    log_ = AuditLog.from_policy(current_policy())
+    if log_ is not None:
+        log_.check()
+    return log_
 
 
 def on_error() -> str:

@@ -296,3 +296,42 @@ def test_svf_under_the_lock_sanitizes_every_step(webui):
                                  "alwayson_scripts": {TITLE: {"args": [{"schedule": "svf"}]}}})
     steps = out["p"].denoiser_steps[0]
     assert all(torch.equal(cond, steps[0][0]) for cond, _ in steps)
+
+
+# --------------------------------------------------------------------------- audit log
+@pytest.mark.parametrize("model", MODELS)
+def test_audit_log_has_one_line_per_encode(webui, tmp_path, model):
+    from embedding_sanitizer.audit import AuditLog, prompt_sha256
+    from embedding_sanitizer.policy import AuditConfig
+
+    policy_file(webui, tmp_path, locked=True, required_concepts=[UNSAFE], audit={"path": "audit.jsonl"})
+    _, info = api(webui, [{"preset": "max"}], model=model)
+    AuditLog(AuditConfig(str(tmp_path / "audit.jsonl"))).flush()
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(lines) == 1, "the negative prompt is not sanitized by default, so one encode"
+    line = lines[0]
+    assert line["host"] == ("forge" if model == "forge" else "a1111")
+    assert f"ES audit id: {line['request_id']}" in info
+    assert line["prompts"][0]["sha256"] == prompt_sha256(UNSAFE) and "text" not in line["prompts"][0]
+    assert line["prompts"][0]["flagged"] and line["settings"]["required_concepts"] == [UNSAFE]
+
+
+def test_audit_log_that_cannot_be_written_refuses_when_closed(webui, tmp_path):
+    from embedding_sanitizer.audit import AuditLog
+    from embedding_sanitizer.policy import AuditConfig
+
+    base = baseline(webui)
+    target = tmp_path / "not-a-file"
+    target.mkdir()  # writing a "file" there fails, like a full disk
+    policy_file(webui, tmp_path, locked=True, required_concepts=[UNSAFE], audit={"path": str(target)})
+    try:
+        api(webui, [{"preset": "max"}])  # queued; the writer thread fails
+    except refused():
+        pass
+    AuditLog(AuditConfig(str(target))).flush()
+    with pytest.raises(refused(), match="audit"):
+        api(webui, [{"preset": "max"}])
+    # on_error open: a failing audit log does not stop generating (the lock still holds)
+    policy_file(webui, tmp_path, locked=True, on_error="open", required_concepts=[UNSAFE], audit={"path": str(target)})
+    cond, _ = api(webui, [{"preset": "max"}])
+    assert not torch.equal(cond, base)
