@@ -3,8 +3,10 @@
 A deployment can lock the sanitizer in two ways:
 
 * the Settings page (``Embedding Sanitizer`` section): lock, intensity floor, forced
-  method, required concepts. These options are ``restrict_api``, so neither
-  ``/sdapi/v1/options`` nor a request's ``override_settings`` can change them;
+  method, required concepts. These options are ``restrict_api`` (A1111 refuses them in
+  ``/sdapi/v1/options`` and ``override_settings``; Forge's options API does not check it), and
+  the extension honours only its sealed copy of them, changed from the Settings page alone
+  (``lock_seal``);
 * a JSON policy file named with ``--embedding-sanitizer-policy PATH`` (see
   ``preload.py``), for installations configured by file. It cannot be loosened from the
   UI: the effective policy is the stricter of the two.
@@ -15,8 +17,8 @@ Policy file format (every key optional)::
      "required_concepts": ["nudity", "gore"],
      "defaults": {"enabled": true, "preset": "high"}}
 
-``defaults`` become the Settings-page defaults. A policy file that cannot be read is an
-error at every generation (the lock fails closed, never open). The parser is the core's
+``defaults`` become the Settings-page defaults. A policy file that cannot be read refuses
+every generation (``lifecycle`` arms the refusal on the hook; the lock fails closed, never open). The parser is the core's
 ``Policy.parse_json``, shared with the ComfyUI nodes' ``models/embedding_sanitizer/policy.json``.
 """
 from __future__ import annotations
