@@ -59,11 +59,12 @@ def start(p, args, tab: str) -> RunState | None:
     so the first text encode raises and the user gets the error instead of an unsanitized image --
     unless ``on_error`` is ``open`` and no lock is in force: then the error is logged, written to the
     infotext and the host generates without the sanitizer."""
-    webui.SVF.detach_all()
-    _current[:] = [None, None]
     webui.HOOK.refuse(INCOMPLETE, owner=p)
-    saved = shadow_cond_caches(p)
+    _current[:] = [None, None]
+    saved: dict = {}
     try:
+        saved = shadow_cond_caches(p)
+        webui.SVF.detach_all()
         state = _prepare(p, args)
     except Exception as exc:  # noqa: BLE001 - turned into a refusal (or a logged pass-through)
         _failed(p, exc, saved)

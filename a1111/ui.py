@@ -59,7 +59,8 @@ def register_options(shared, gr) -> list[str]:
     add(webui.REQUIRED_KEY, shared.OptionInfo(
         "", "Locked: concepts that are always removed (comma-separated; empty: the default concepts)",
         gr.Textbox, {"lines": 1}, section=section, restrict_api=True, onchange=guard(opts, webui.REQUIRED_KEY)))
-    webui.SEAL.seal(opts)  # config.json as the webui loaded it at startup
+    if not webui.SEAL.sealed:  # once per load of the extension: config.json as the webui loaded it at startup
+        webui.SEAL.seal(opts)
     return added
 
 
