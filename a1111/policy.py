@@ -82,11 +82,11 @@ def resolve_args(policy: Policy, args, defaults) -> tuple:
     if not policy.locked:
         return policy.enforce(schema.settings_from_args(args, defaults))
     args = list(args or ())
+    # A dict of names comes first; the webui fills the script's other arguments with the UI's defaults,
+    # which are ignored then, as without a lock (``schema.settings_from_args``).
     values = args[0] if args and isinstance(args[0], dict) else args
-    notes = [] if not (args and isinstance(args[0], dict) and len(args) > 1) else \
-        [f"{len(args) - 1} argument(s) after the named settings ignored (policy lock)"]
-    settings, more = policy.resolve(values, base=defaults)
-    return settings, notes + list(more)
+    settings, notes = policy.resolve(values, base=defaults)
+    return settings, list(notes)
 
 
 def stricter(a: Policy, b: Policy) -> Policy:

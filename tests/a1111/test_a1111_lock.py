@@ -139,6 +139,7 @@ def test_invalid_arguments_under_the_page_lock_use_the_policy_defaults(webui, mo
     assert not torch.equal(cond, base), "sanitized"
     assert "ES policy" in info and field in info.split("ES policy", 1)[1]
     assert "ES enabled: True" in info
+    assert "ignored (policy lock)" not in info or field == "enabld", "the UI defaults after a dict are no news"
 
 
 @pytest.mark.parametrize("args,field", INVALID, ids=INVALID_IDS)
