@@ -51,6 +51,11 @@ class RunState:
     svf_pairs: list = field(default_factory=list)
     #: while ``svf.Schedule`` encodes a prompt batch: each text-model call's ``schedule_end``.
     svf_fractions: list | None = None
+    #: ``on_error: open`` without a lock: a failure while sanitizing returns the host's output (with a note)
+    fail_open: bool = False
+    #: the policy file's audit log (``embedding_sanitizer.audit.AuditLog``), one line per text-model call
+    audit: Any = None
+    request_id: str = ""
 
     def note_once(self, note: str) -> None:
         if note not in self.notes:
@@ -194,6 +199,10 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
         state.records.append(Record(str(text), encoder.name, negative, words, flagged_words(result.report, b, words),
                                     None if ends is None else ends[b]))
     state.calls += 1
+    if state.audit is not None:  # queued; written by the log's own thread (raises if it fails closed)
+        host = "forge" if type(encoder.host).__module__.startswith("backend.") else "a1111"
+        state.audit.record_result(host=host, request_id=state.request_id, prompts=[str(t) for t in texts],
+                                  result=result, notes=list(state.notes), settings=state.settings)
     if ends is not None and not negative:
         if state.svf_fractions is not None:
             state.svf_fractions.append(ends)

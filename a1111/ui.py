@@ -39,21 +39,28 @@ def register_options(shared, gr) -> list[str]:
 
     add(webui.LIVE_KEY, shared.OptionInfo(True, "Live heatmap under the prompt box", gr.Checkbox,
                                           {"interactive": True}, section=section))
-    lock_note = "administrators: cannot be changed through the API or override_settings"
+    lock_note = ("administrators: changed only on this page, never through the API or override_settings; "
+                 "empty required concepts keep the default list")
+    guard = webui.SEAL.onchange
+    opts = shared.opts
     add(webui.LOCK_KEY, shared.OptionInfo(
         False, "Administrator lock: the UI and the API cannot switch the sanitizer off or below the floor",
-        gr.Checkbox, {"interactive": True}, section=section, restrict_api=True).info(lock_note))
+        gr.Checkbox, {"interactive": True}, section=section, restrict_api=True,
+        onchange=guard(opts, webui.LOCK_KEY)).info(lock_note))
     spec = FIELD_BY_NAME["intensity"]
     add(webui.FLOOR_KEY, shared.OptionInfo(
         1.0, "Locked: minimum intensity", gr.Slider,
         {"minimum": spec.minimum, "maximum": spec.maximum, "step": spec.step}, section=section,
-        restrict_api=True))
+        restrict_api=True, onchange=guard(opts, webui.FLOOR_KEY)))
     add(webui.FORCED_KEY, shared.OptionInfo(
         "", "Locked: force this method (empty: keep the user's, never 'off')", gr.Dropdown,
-        {"choices": [""] + [m for m in MODES if m != "off"]}, section=section, restrict_api=True))
+        {"choices": [""] + [m for m in MODES if m != "off"]}, section=section, restrict_api=True,
+        onchange=guard(opts, webui.FORCED_KEY)))
     add(webui.REQUIRED_KEY, shared.OptionInfo(
-        "", "Locked: concepts that are always removed (comma-separated)", gr.Textbox, {"lines": 1},
-        section=section, restrict_api=True))
+        "", "Locked: concepts that are always removed (comma-separated; empty: the default concepts)",
+        gr.Textbox, {"lines": 1}, section=section, restrict_api=True, onchange=guard(opts, webui.REQUIRED_KEY)))
+    if not webui.SEAL.sealed:  # once per load of the extension: config.json as the webui loaded it at startup
+        webui.SEAL.seal(opts)
     return added
 
 
