@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 
 log = logging.getLogger(__name__)
+# The hosts' default time budget: the whole run (encoding, training, detector, saving) stays within it.
+DEFAULT_TIME_BUDGET_S = 540
 CACHE_MAX_BYTES = 512 * 1024 * 1024  # corpus cache bound (evict oldest beyond it)
 CACHE_PATTERN = "corpus-*.safetensors"
 TEMP_SUFFIX = ".partial"
@@ -170,3 +172,22 @@ def scaled_sizes(n_unsafe: int, n_benign: int, scale: float) -> tuple[int, int]:
     if scale >= 1.0:
         return n_unsafe, n_benign
     return (max(MIN_UNSAFE_PROMPTS, int(n_unsafe * scale)), max(MIN_BENIGN_PROMPTS, int(n_benign * scale)))
+
+
+# Share of the whole run each phase takes (for one progress bar): its start and its width.
+PHASES = (("timing", 0.0, 0.02), ("generating", 0.0, 0.02), ("corpus", 0.02, 0.0), ("encod", 0.02, 0.38),
+          ("training", 0.40, 0.50), ("epoch", 0.40, 0.50), ("fitting", 0.90, 0.0), ("saved", 1.0, 0.0))
+
+
+def overall_fraction(done: float, total: float, message: str, previous: float = 0.0) -> float:
+    """Map one ``progress(done, total, message)`` call of ``calibrate`` onto 0..1 for a single bar.
+
+    Encoding takes 2-40%, training 40-90%, the detector's prompts 90-99% (the detector's encoding messages
+    come after training, so the bar never goes back: the result is at least ``previous``).
+    """
+    within = max(0.0, min(1.0, done / total)) if total else 1.0
+    if message.startswith("encoding detector"):
+        start, width = 0.90, 0.09
+    else:
+        start, width = next(((s, w) for prefix, s, w in PHASES if message.startswith(prefix)), (previous, 0.0))
+    return max(previous, min(1.0, start + width * within))

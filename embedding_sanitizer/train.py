@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .calibration_run import (CACHE_MAX_BYTES, RESERVE_SHARE, Budget, Cancelled, StopCheck, check_cancel, format_duration,
+from .calibration_run import (CACHE_MAX_BYTES, ENCODE_SHARE, RESERVE_SHARE, Budget, Cancelled, StopCheck, check_cancel, format_duration,
                               prune_cache, scaled_sizes, trainable, training_mode, write_atomically)
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .es_model import ESConfig, EmbeddingSanitizerNet
@@ -56,7 +56,7 @@ CORPUS_VERSION = "4"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: 
 VOCAB_WORDS = 0
 Progress = Callable[[int, int, str], None]
 LogLine = Callable[[str], None]
-PROBE_CHUNKS = 64  # chunks encoded to time the encoder before sizing the corpus to a time budget
+PROBE_CHUNKS = 16  # chunks encoded to time the encoder before sizing the corpus to a time budget
 
 
 def _noop(done: int, total: int, message: str) -> None:  # noqa: ARG001
@@ -96,7 +96,8 @@ def encode_chunks(encoder, chunks: list[tuple[int, ...]], batch_size: int = 128,
         part = order[start:start + batch_size]
         width = max(len(chunks[i]) for i in part)
         ids = torch.tensor([list(chunks[i]) + [pad] * (width - len(chunks[i])) for i in part], dtype=torch.long)
-        out = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        with torch.no_grad():  # inside calibrate() gradients are on; the encoder's own weights need none
+            out = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
         for k, i in enumerate(part):
             rows[offsets[i]:offsets[i + 1]] = out[k, :len(chunks[i])].to(torch.float16)
         progress(b + 1, total, f"encoding corpus chunks ({len(order)} chunks)")
@@ -154,7 +155,7 @@ def seconds_per_prompt(encoder, chunks: list[tuple[int, ...]], n_prompts: int) -
     step = max(1, len(by_length) // PROBE_CHUNKS)
     probe = by_length[::step][:PROBE_CHUNKS]
     started = time.perf_counter()
-    encode_chunks(encoder, probe, batch_size=32)
+    encode_chunks(encoder, probe, batch_size=PROBE_CHUNKS)
     per_chunk = (time.perf_counter() - started) / len(probe)
     return per_chunk * len(chunks) / n_prompts
 
@@ -312,7 +313,8 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
             log.info("detector prompts: the time budget allows %d of %d", start, len(texts))
             break
         ids = encoder.tokenize(texts[start:start + batch_size]).ids[:, :length]
-        rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        with torch.no_grad():
+            rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
         roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
         vectors = chunk_vectors(rows, roles, pooling)
         out.append(vectors[chunk_has_words(roles)])
@@ -450,6 +452,11 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             log_line(f"Embedding Sanitizer calibration: encoding takes about {probe_s_per_prompt * 1000:.0f} s per "
                      f"1,000 prompts here; the {budget.seconds:.0f} s budget fits {n_u} + {n_b} of the default "
                      f"{full[0]} + {full[1]} corpus prompts")
+            needed = probe_s_per_prompt * (n_u + n_b)
+            if needed > ENCODE_SHARE * budget.seconds:
+                log_line(f"Embedding Sanitizer calibration: the {budget.seconds:.0f} s budget is too small for this "
+                         f"machine: even the smallest corpus ({n_u} + {n_b} prompts) needs about {needed:.0f} s to "
+                         "encode; the run will take longer than the budget")
     t_corpus = time.perf_counter() - t0
     progress(1, 1, f"corpus: {n_u} unsafe + {n_b} benign prompts, {len(cs.chunks)} unique chunks")
     log_line(f"Embedding Sanitizer calibration: corpus of {n_u} unsafe + {n_b} benign prompts "
@@ -576,7 +583,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                 "device": str(dev), "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1),
                                                "train": round(t_train, 1), "detector": round(t_detector, 1)},
                 "encode_cached": cached, "detector_extra_prompts": len(extra),
-                "time_budget_s": budget.seconds, "budget_corpus_scale": round(budget_scale, 4)}
+                "time_budget_s": budget.seconds, "budget_corpus_scale": round(budget_scale, 4),
+                "encode_s_per_prompt_probe": None if probe_s_per_prompt is None else round(probe_s_per_prompt, 4)}
     val = {k: round(float(v), 5) for k, v in final.items()}
     out_path = write_atomically(out_path, lambda temp: save_es(
         temp, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from . import policy, registry
+from . import policy, registry, weights
 from .proxy import Patch, is_close, patch_clip, unwrap
 from .report import image_tensor
 from .schema import CATEGORY, settings_from_inputs, settings_inputs
@@ -49,7 +49,7 @@ class EmbeddingSanitizerConditioning:
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
-        return policy.state_key()  # re-run when the admin policy file changes
+        return policy.state_key() + "|" + weights.folder_state()  # the policy file changed, or a weights file
 
     @classmethod
     def INPUT_TYPES(cls):

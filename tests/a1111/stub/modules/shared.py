@@ -1,5 +1,5 @@
 """shared: opts, cmd_opts, the loaded model (stand-in)."""
-from modules import cmd_args, options
+from modules import cmd_args, options, shared_state
 from modules.options import OptionInfo, options_section  # noqa: F401 - re-exported like the webui
 
 cmd_opts = cmd_args.parser.parse_args([])
@@ -14,3 +14,4 @@ opts = options.Options({
     "sdxl_crop_left": OptionInfo(0, "crop left"),
 })
 sd_model = None
+state = shared_state.State()
