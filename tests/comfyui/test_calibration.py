@@ -15,11 +15,13 @@ BUDGET_S = 60
 
 def budget_kept(result: dict, log_text: str) -> bool:
     """The run stayed within its budget (30% margin), or it said that even its smallest corpus could not be
-    encoded in time on this machine (a loaded CI machine), and only the encoding ran over."""
-    total, encode = result["time_s"]["total"], result["time_s"]["encode"]
-    if total <= BUDGET_S * 1.3:
+    encoded in time on this machine (a heavily loaded CI machine), and only timing the encoder and encoding that
+    smallest corpus ran over."""
+    times = result["time_s"]
+    if times["total"] <= BUDGET_S * 1.3:
         return True
-    return "budget is too small for this machine" in log_text and total - encode <= BUDGET_S * 1.3
+    return ("budget is too small for this machine" in log_text
+            and times["total"] - times["encode"] - times["corpus"] <= BUDGET_S * 1.3)
 
 
 def calibrate_node(comfy):
