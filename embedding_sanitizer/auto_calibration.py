@@ -116,19 +116,21 @@ class AutoCalibrator:
                 job.fraction = overall_fraction(done, total, str(message), job.fraction)
                 job.message = str(message)
 
+            state, error = "failed", ""
             try:
                 job.summary = calibrate(encoder, list(job.concepts), job.path, progress=progress,
                                         time_budget_s=options.pop("time_budget_s", self.time_budget_s),
                                         should_stop=job.stop.is_set, **options)
-                job.fraction, job.state = 1.0, "done"
+                job.fraction, state = 1.0, "done"
                 log.info("Embedding Sanitizer: auto-calibration finished: %s", job.path.name)
             except Cancelled:
-                job.state = "cancelled"
+                state = "cancelled"
             except Exception as exc:  # noqa: BLE001 - reported through the job's note
-                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
                 log.exception("Embedding Sanitizer: auto-calibration for %s failed", job.encoder_name)
             finally:
-                job.finished = time.monotonic()
+                job.finished = time.monotonic()  # before the state: whoever sees it ended also sees when
+                job.error, job.state = error, state
 
     def stop_all(self, timeout: float | None = None) -> None:
         """Ask every running job to stop (host shutdown, tests) and wait for them."""

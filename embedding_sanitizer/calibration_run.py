@@ -158,15 +158,6 @@ class Budget:
         allowed = ENCODE_SHARE * self.seconds - self.elapsed()
         return max(0.0, min(1.0, allowed / (seconds_per_prompt * prompts)))
 
-    def detector_prompts(self, seconds_per_prompt: float, wanted: int) -> int:
-        """How many of the detector's extra prompts fit in what is left before the reserve."""
-        if self.seconds is None:
-            return wanted
-        allowed = self.left() - RESERVE_SHARE * self.seconds
-        if allowed <= 0 or seconds_per_prompt <= 0:
-            return 0 if allowed <= 0 else wanted
-        return max(0, min(wanted, int(allowed / seconds_per_prompt)))
-
 
 def scaled_sizes(n_unsafe: int, n_benign: int, scale: float) -> tuple[int, int]:
     if scale >= 1.0:

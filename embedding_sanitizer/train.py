@@ -40,8 +40,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .calibration_run import (CACHE_MAX_BYTES, ENCODE_SHARE, RESERVE_SHARE, Budget, Cancelled, StopCheck, check_cancel, format_duration,
-                              prune_cache, scaled_sizes, trainable, training_mode, write_atomically)
+from .calibration_run import (CACHE_MAX_BYTES, ENCODE_SHARE, RESERVE_SHARE, Budget, StopCheck, check_cancel,
+                              format_duration, prune_cache, scaled_sizes, trainable, training_mode, write_atomically)
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .es_model import ESConfig, EmbeddingSanitizerNet
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles

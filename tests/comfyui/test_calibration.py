@@ -123,10 +123,9 @@ def test_auto_calibrate_runs_in_the_background_and_switches_to_es(comfy, sd1_cli
     before = set(folder.glob("*.safetensors")) if folder.is_dir() else set()
     patched = patch(comfy, sd1_clip, mode="es", weights="auto-calibrate", concepts="nudity", preset="max")
     try:
-        started = time.perf_counter()
         with torch.inference_mode():
             first = encode(comfy, patched)
-        assert time.perf_counter() - started < 30, "the encode waited for the calibration"
+        returned = time.monotonic()
         entry = entry_of(comfy, first)
         assert any("auto-calibration" in n and "safree" in n for n in entry["notes"]), entry["notes"]
         assert entry["streams"]["clip_l"]["es_weights"] == ""
@@ -135,6 +134,8 @@ def test_auto_calibrate_runs_in_the_background_and_switches_to_es(comfy, sd1_cli
         jobs = [j for j in SCHEDULER._jobs.values() if j.path.parent == folder]
         assert len(jobs) == 1
         job = jobs[0]
+        # the encode did not wait for the calibration: it returned while the job was still running
+        assert job.state == "running" or job.finished > returned, job
         with torch.inference_mode():
             encode(comfy, patched)  # a second encode while it runs: the same job, no second run
         assert [j for j in SCHEDULER._jobs.values() if j.path.parent == folder] == [job]
