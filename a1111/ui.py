@@ -7,7 +7,10 @@ import logging
 from embedding_sanitizer import FIELDS, MODES, PRESETS, Settings
 from embedding_sanitizer.settings import FIELD_BY_NAME
 
+from embedding_sanitizer.calibration_run import DEFAULT_TIME_BUDGET_S
+
 from . import schema, webui
+from .calibration import DEVICES, make_calibrate_fn
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 
@@ -101,6 +104,13 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
                     make(name)
             make("sanitize_negative")
             with gr.Row():
+                budget = gr.Number(value=DEFAULT_TIME_BUDGET_S, label="Calibration time budget (seconds)",
+                                   precision=0, minimum=10, elem_id=script.elem_id("calibrate_budget"))
+                device = gr.Dropdown(choices=list(DEVICES), value="auto", label="Calibration device",
+                                     elem_id=script.elem_id("calibrate_device"))
+                threads = gr.Number(value=0, label="CPU threads (0: torch's setting)", precision=0, minimum=0,
+                                    elem_id=script.elem_id("calibrate_threads"))
+            with gr.Row():
                 calibrate = gr.Button("Calibrate for this checkpoint", elem_id=script.elem_id("calibrate"))
             status = gr.HTML("", elem_id=script.elem_id("calibrate_status"))
         gr.HTML('<div class="es-heatmap-empty">The heatmap of the prompts used appears here after a generation.</div>',
@@ -111,9 +121,7 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
     preset.change(fn=_preset_intensity, inputs=[preset, intensity], outputs=[intensity], show_progress=False)
     refresh.click(fn=lambda: gr.update(choices=[""] + webui.RUNTIME.weights.names()), inputs=[],
                   outputs=[comps["weights"]], show_progress=False)
-    from .calibration import make_calibrate_fn
-
-    calibrate.click(fn=make_calibrate_fn(gr), inputs=[comps["concepts"]], outputs=[status])
+    calibrate.click(fn=make_calibrate_fn(gr), inputs=[comps["concepts"], budget, device, threads], outputs=[status])
 
     script.infotext_fields = [(comps[name], FIELD_BY_NAME[name].infotext) for name in schema.ARG_NAMES]
     script.paste_field_names = [FIELD_BY_NAME[name].infotext for name in schema.ARG_NAMES]

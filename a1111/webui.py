@@ -21,7 +21,8 @@ from .runtime import Runtime, RunState, merge_words, words_html
 log = logging.getLogger("embedding_sanitizer.a1111")
 
 TITLE = "Embedding Sanitizer"
-MODELS_SUBDIR = "EmbeddingSanitizer"
+MODELS_SUBDIR = "embedding_sanitizer"
+LEGACY_MODELS_SUBDIRS = ("EmbeddingSanitizer",)  # earlier versions saved here; still listed
 POLICY_FLAG = "embedding_sanitizer_policy"  # attribute of cmd_opts set by preload.py
 LOCK_KEY = schema.OPTION_PREFIX + "admin_lock"
 FLOOR_KEY = schema.OPTION_PREFIX + "min_intensity"
@@ -52,6 +53,7 @@ def weight_folders() -> list[Path]:
     extra = models_dir()
     if extra is not None:
         folders.append(extra)
+        folders += [extra.parent / name for name in LEGACY_MODELS_SUBDIRS]
     return folders
 
 

@@ -11,6 +11,7 @@ import os
 import threading
 from pathlib import Path
 
+from embedding_sanitizer.auto_calibration import AUTO_CALIBRATE
 from embedding_sanitizer.encoders.base import fingerprints_match
 from embedding_sanitizer.paths import WEIGHTS_DIR
 from embedding_sanitizer.weights_io import (
@@ -55,10 +56,24 @@ def save_folder() -> Path:
     return WEIGHTS_DIR
 
 
+def folder_state() -> str:
+    """Changes when a weights file appears, disappears or is rewritten (for the nodes' ``IS_CHANGED``), so a
+    graph run after a calibration resolves ``auto`` again and picks the new file."""
+    entries = []
+    for folder in folders():
+        try:
+            for path in sorted(Path(folder).glob("*.safetensors")):
+                stat = path.stat()
+                entries.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            continue
+    return "|".join(entries)
+
+
 def weight_choices() -> list[str]:
     """The node's dropdown: auto, none and the good files; broken files are logged at WARNING by the scan
     (and named in the report of every encode that looks for weights), never offered."""
-    return [AUTO, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+    return [AUTO, AUTO_CALIBRATE, NONE] + sorted({p.name for p in list_weight_files(*folders())})
 
 
 def broken_note(scan) -> str:
@@ -76,11 +91,14 @@ def path_of(name: str) -> Path | None:
 def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
     """(ES model or None, metadata, note) for ``encoder`` given the node's weights choice.
 
-    ``auto`` picks the first file whose width and fingerprint match the encoder;
+    ``auto`` (and ``auto-calibrate``, whose background run the caller starts) picks the first file whose width
+    and fingerprint match the encoder;
     a named file is used when it matches and refused (``WeightsMismatch``) when
     the encoder has only this stream to give it to.
     """
-    if choice == NONE:
+    if choice in ("", AUTO, AUTO_CALIBRATE):
+        candidates = list_weight_files(*folders())
+    elif choice == NONE:
         return None, {}, "no ES weights chosen"
     scan = scan_weight_files(*folders())
     skipped = broken_note(scan)
@@ -111,7 +129,7 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
             with _lock:
                 _loaded[key] = hit
         return hit[0], hit[1], f"ES weights {path.name}{skipped}"
-    if choice not in ("", AUTO):
+    if choice not in ("", AUTO, AUTO_CALIBRATE):
         raise WeightsMismatch(f"{choice} was not calibrated for the text encoder stream {encoder.name} "
                               f"(width {encoder.width}); calibrate weights for it with "
                               "'Calibrate Embedding Sanitizer'")

@@ -188,7 +188,11 @@ def process_images(p):
     try:
         for key, value in p.override_settings.items():
             shared.opts.set(key, value, is_api=True, run_callbacks=False)
-        return process_images_inner(p)
+        # The generation (scripts' process/process_batch, conditioning, sampling) runs without autograd. The
+        # stand-in uses torch.inference_mode(), the stricter of the two modes a host may use (torch.no_grad() is
+        # the other): tensors made under it cannot enter autograd later, so code that works here works in both.
+        with torch.inference_mode():
+            return process_images_inner(p)
     finally:
         if p.override_settings_restore_afterwards:
             for key, value in stored.items():

@@ -1,7 +1,7 @@
 """shared: opts, cmd_opts, the loaded model (stand-in)."""
 import os
 
-from modules import cmd_args, options, paths
+from modules import cmd_args, options, paths, shared_state
 from modules.options import OptionInfo, options_section  # noqa: F401 - re-exported like the webui
 
 cmd_opts = cmd_args.parser.parse_args([])
@@ -18,3 +18,4 @@ opts = options.Options({
 config_filename = os.path.join(paths.data_path, "config.json")
 opts.load(config_filename)  # a fresh install: no config.json, so data starts empty (defaults are read through)
 sd_model = None
+state = shared_state.State()
