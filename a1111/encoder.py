@@ -114,6 +114,10 @@ class WebuiTextEncoder(TextEncoder):
     def device(self) -> torch.device:
         return find_token_embedding(self.host).device
 
+    @property
+    def vocab_size(self) -> int:
+        return int(find_token_embedding(self.host).shape[0])
+
     def compute_fingerprint(self) -> str:
         return tensor_fingerprint(find_token_embedding(self.host))
 

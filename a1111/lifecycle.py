@@ -1,8 +1,14 @@
 """What the always-visible script does at each step of a generation.
 
-``process`` (before the batch loop): resolve the arguments (UI or ``alwayson_scripts``)
-against the Settings-page defaults, enforce the administrator policy, write the infotext,
-shadow the conditioning caches and activate the hook for this processing object.
+The webui reports and swallows every exception a script callback raises, then generates
+anyway, so nothing here raises: an error becomes a ``Refusal`` armed on the hook, and the
+text model's forward (whose exceptions the webui does not swallow) refuses to encode.
+
+``before_process`` (before the webui applies ``override_settings``): make sure the webui
+puts back the options the sanitizer depends on after the request.
+``process`` (before the batch loop): arm a refusal, shadow the conditioning caches, resolve
+the arguments (UI or ``alwayson_scripts``) against the Settings-page defaults, enforce the
+administrator policy, write the infotext and activate the hook for this processing object.
 ``process_batch`` (before ``setup_conds``) and ``before_hr``: make sure this run is the
 active one and, with the svf schedule, that the loaded checkpoint keeps the original
 conditioning next to the sanitized one (``svf``).
@@ -11,50 +17,132 @@ conditioning next to the sanitized one (``svf``).
 from __future__ import annotations
 
 import logging
+import uuid
 
 from . import schema, webui
-from .hook import shadow_cond_caches
+from .hook import Refusal, shadow_cond_caches
 from .runtime import RunState
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 _current: list = [None, None]  # [processing object, RunState]
 
 
+COMPAT_OPTIONS = ("use_old_emphasis_implementation",)  # host options the hook cannot serve
+OLD_EMPHASIS = ("Embedding Sanitizer cannot sanitize with 'Use old emphasis implementation' on (Settings > "
+                "Compatibility, or a request's override_settings): turn it off, or turn the sanitizer off")
+INCOMPLETE = "Embedding Sanitizer: this generation's set-up did not complete; see the console"
+
+
+def before_process(p) -> None:
+    """Before the webui applies ``override_settings``: make sure it will put back every option we depend on.
+
+    The webui restores only overridden options that are already in ``opts.data`` (saved in config.json
+    or set since startup); one that never was keeps the request's value for every later generation.
+    Recording its current value (its default) in ``opts.data`` changes nothing it reads, and makes the
+    webui's own restore cover it."""
+    overrides = getattr(p, "override_settings", None) or {}
+    if not overrides or not getattr(p, "override_settings_restore_afterwards", True):
+        return
+    opts = webui._shared().opts
+    for key in overrides:
+        if (key in COMPAT_OPTIONS or key.startswith(schema.OPTION_PREFIX)) and key not in opts.data \
+                and key in opts.data_labels:
+            opts.data[key] = getattr(opts, key)
+
+
 def start(p, args, tab: str) -> RunState | None:
-    webui.HOOK.deactivate()  # a run that failed half-way never leaves the hook active
-    webui.SVF.detach_all()
+    """``process()``: never raises (the webui would swallow it and generate without the sanitizer).
+
+    The hook is armed with a refusal before anything can fail, and the conditioning caches of ``p``
+    are shadowed so no cached original can be served. The refusal is replaced only by a valid run
+    state, or lifted when the sanitizer is validly off. Any error leaves it armed with the reason,
+    so the first text encode raises and the user gets the error instead of an unsanitized image --
+    unless ``on_error`` is ``open`` and no lock is in force: then the error is logged, written to the
+    infotext and the host generates without the sanitizer."""
+    webui.HOOK.refuse(INCOMPLETE, owner=p)
     _current[:] = [None, None]
+    saved: dict = {}
+    try:
+        saved = shadow_cond_caches(p)
+        webui.SVF.detach_all()
+        state = _prepare(p, args)
+    except Exception as exc:  # noqa: BLE001 - turned into a refusal (or a logged pass-through)
+        _failed(p, exc, saved)
+        return None
+    if state is None:  # validly off: the host's own behaviour, shared caches included
+        _restore_caches(p, saved)
+        webui.HOOK.deactivate()
+        return None
+    _current[:] = [p, state]
+    webui.HOOK.activate(state)
+    try:
+        _attach_svf(p)
+    except Exception as exc:  # noqa: BLE001 - without the schedule the run stays sanitized at every step
+        state.note_once(f"schedule svf not applied ({type(exc).__name__}: {exc}); every step is sanitized")
+    return state
+
+
+def _prepare(p, args) -> RunState | None:
     settings, notes = webui.resolve(args)
     if notes:
         log.info("Embedding Sanitizer: %s", "; ".join(notes))
     if not settings.enabled or settings.mode == "off":
         return None
     opts = webui._shared().opts
-    if getattr(opts, "use_old_emphasis_implementation", False):
-        raise RuntimeError("Embedding Sanitizer cannot sanitize with 'Use old emphasis implementation' on "
-                           "(Settings > Compatibility): turn it off, or turn the sanitizer off")
+    if any(getattr(opts, key, False) for key in COMPAT_OPTIONS):
+        raise RuntimeError(OLD_EMPHASIS)
     if not webui.HOOK.install():
         raise RuntimeError("Embedding Sanitizer found no supported text model class in this webui "
                            "(modules.sd_hijack_clip.TextConditionalModel or Forge's ClassicTextProcessingEngine)")
-    state = RunState(settings, list(notes), owner=p)
-    shadow_cond_caches(p)
+    state = RunState(settings, list(notes), owner=p, fail_open=_may_fail_open(), audit=webui.audit_log(),
+                     request_id=uuid.uuid4().hex)
     p.extra_generation_params.update(schema.infotext_params(settings))
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
     p.extra_generation_params["ES flagged"] = _flagged_param(state)
-    _current[:] = [p, state]
-    webui.HOOK.activate(state)
-    _attach_svf(p)
+    if state.audit is not None:
+        p.extra_generation_params["ES audit id"] = state.request_id
     return state
 
 
+def _failed(p, exc: Exception, saved: dict) -> None:
+    reason = str(exc) if str(exc).startswith("Embedding Sanitizer") else f"Embedding Sanitizer: {exc}"
+    if _may_fail_open():
+        log.error("%s -- on_error is open and no lock is in force: generating WITHOUT the sanitizer", reason)
+        _restore_caches(p, saved)
+        webui.HOOK.deactivate()
+        p.extra_generation_params["ES error"] = f"{reason} (on_error open: not sanitized)"
+        return
+    log.error("%s -- the generation is refused", reason)
+    webui.HOOK.refuse(f"{reason} (the generation was refused)", owner=p)
+
+
+def _may_fail_open() -> bool:
+    try:
+        return webui.on_error() == "open" and not webui.current_policy().locked
+    except Exception:  # noqa: BLE001 - the policy cannot even be read: closed
+        return False
+
+
+def _restore_caches(p, saved: dict) -> None:
+    for name, cache in saved.items():
+        setattr(p, name, cache)
+
+
 def ensure_active(p) -> None:
-    """Before each batch's ``setup_conds``: this run's state must be the active one."""
+    """Before each batch's ``setup_conds``: this run's state must be the active one (never raises)."""
     owner, state = _current
-    if owner is p and state is not None and webui.HOOK.state is not state:
-        webui.HOOK.activate(state)
-    if owner is p and state is not None:
+    if owner is not p or state is None:
+        return
+    try:
+        if webui.HOOK.state is not state:
+            webui.HOOK.activate(state)
         _attach_svf(p)
+    except Exception as exc:  # noqa: BLE001
+        if state.fail_open:
+            state.note_once(f"batch set-up failed ({type(exc).__name__}: {exc})")
+        else:
+            webui.HOOK.refuse(f"Embedding Sanitizer: the batch set-up failed: {exc} (the generation was refused)", p)
 
 
 def _attach_svf(p) -> None:
@@ -70,6 +158,9 @@ def _attach_svf(p) -> None:
 
 def finish(p, tab: str) -> dict | None:
     owner, state = _current
+    refusal = webui.HOOK.state
+    if isinstance(refusal, Refusal) and refusal.owner is p:  # refused, but the text model was never called
+        webui.HOOK.deactivate()
     if owner is not p or state is None:
         return None
     webui.HOOK.deactivate()

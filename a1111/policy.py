@@ -3,8 +3,10 @@
 A deployment can lock the sanitizer in two ways:
 
 * the Settings page (``Embedding Sanitizer`` section): lock, intensity floor, forced
-  method, required concepts. These options are ``restrict_api``, so neither
-  ``/sdapi/v1/options`` nor a request's ``override_settings`` can change them;
+  method, required concepts. These options are ``restrict_api`` (A1111 refuses them in
+  ``/sdapi/v1/options`` and ``override_settings``; Forge's options API does not check it), and
+  the extension honours only its sealed copy of them, changed from the Settings page alone
+  (``lock_seal``);
 * a JSON policy file named with ``--embedding-sanitizer-policy PATH`` (see
   ``preload.py``), for installations configured by file. It cannot be loosened from the
   UI: the effective policy is the stricter of the two.
@@ -15,8 +17,8 @@ Policy file format (every key optional)::
      "required_concepts": ["nudity", "gore"],
      "defaults": {"enabled": true, "preset": "high"}}
 
-``defaults`` become the Settings-page defaults. A policy file that cannot be read is an
-error at every generation (the lock fails closed, never open). The parser is the core's
+``defaults`` become the Settings-page defaults. A policy file that cannot be read refuses
+every generation (``lifecycle`` arms the refusal on the hook; the lock fails closed, never open). The parser is the core's
 ``Policy.parse_json``, shared with the ComfyUI nodes' ``models/embedding_sanitizer/policy.json``.
 """
 from __future__ import annotations
@@ -62,6 +64,29 @@ def read_policy_file(path: str | Path | None) -> PolicyFile:
 def make_policy(locked: bool, min_intensity, forced_mode: str | None, required_concepts) -> Policy:
     """A validated ``Policy`` from loosely typed values (Settings page or file)."""
     return Policy.make(locked, min_intensity, forced_mode, required_concepts)
+
+
+def on_error_of(policy: Policy) -> str:
+    """``closed`` (also when the policy does not say) or ``open``."""
+    return "closed" if policy.fail_closed else "open"
+
+
+def resolve_args(policy: Policy, args, defaults) -> tuple:
+    """Script args (UI values, positional API args, or one dict of names) -> ``(settings, notes)``.
+
+    Without a lock, invalid arguments raise ``SettingsError`` (``schema.settings_from_args``). Under a
+    lock nothing a user sends can raise or switch the sanitizer off: ``Policy.resolve`` replaces each
+    bad field by the policy's default, ignores unknown names, and says so in the notes."""
+    from . import schema
+
+    if not policy.locked:
+        return policy.enforce(schema.settings_from_args(args, defaults))
+    args = list(args or ())
+    # A dict of names comes first; the webui fills the script's other arguments with the UI's defaults,
+    # which are ignored then, as without a lock (``schema.settings_from_args``).
+    values = args[0] if args and isinstance(args[0], dict) else args
+    settings, notes = policy.resolve(values, base=defaults)
+    return settings, list(notes)
 
 
 def stricter(a: Policy, b: Policy) -> Policy:

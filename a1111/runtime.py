@@ -17,7 +17,7 @@ import torch
 
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words, score_color, text_color
-from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
+from embedding_sanitizer.weights_io import WeightsFileError, WeightsMismatch, load_es, read_metadata, scan_weight_files
 
 from . import pooled
 from .encoder import WebuiTextEncoder
@@ -51,6 +51,11 @@ class RunState:
     svf_pairs: list = field(default_factory=list)
     #: while ``svf.Schedule`` encodes a prompt batch: each text-model call's ``schedule_end``.
     svf_fractions: list | None = None
+    #: ``on_error: open`` without a lock: a failure while sanitizing returns the host's output (with a note)
+    fail_open: bool = False
+    #: the policy file's audit log (``embedding_sanitizer.audit.AuditLog``), one line per text-model call
+    audit: Any = None
+    request_id: str = ""
 
     def note_once(self, note: str) -> None:
         if note not in self.notes:
@@ -78,16 +83,28 @@ class WeightsResolver:
         self._models: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
+    def scan(self):
+        """Good files and broken ones with the reason (``weights_io.scan_weight_files``; broken ones are
+        logged at WARNING there and noted in the run's infotext by ``sanitize_output``)."""
+        return scan_weight_files(*self.folders())
+
     def files(self) -> list[Path]:
-        return list_weight_files(*self.folders())
+        return self.scan().good
 
     def names(self) -> list[str]:
         return [p.name for p in self.files()]
 
+    def broken_labels(self) -> list[str]:
+        return self.scan().broken_labels()
+
     def find(self, name: str, encoder: WebuiTextEncoder) -> Path | None:
-        files = self.files()
+        scan = self.scan()
+        files = scan.good
         if name:
             named = [p for p in files if p.name == name or p.stem == name]
+            broken = [why for p, why in scan.broken if p.name == name or p.stem == name]
+            if not named and broken:
+                raise WeightsFileError(f"Embedding Sanitizer weights {name!r} are unreadable: {broken[0]}")
             if not named:
                 raise FileNotFoundError(f"Embedding Sanitizer weights {name!r} not found in "
                                         f"{', '.join(str(Path(f).name) for f in self.folders())}")
@@ -140,17 +157,19 @@ class Runtime:
         model, meta = self.weights.load(path, encoder)
         return Sanitizer(encoder, model, meta)
 
-    def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings):
+    def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings,
+            texts: list[str] | None = None):
+        """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check."""
         sanitizer = self.sanitizer(encoder, settings)
         with torch.no_grad():
-            return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces)
+            return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
 
     def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings):
         """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap)."""
         batch = encoder.tokenize(texts)
         with torch.no_grad():
             z = encoder.encode(batch.ids.to(encoder.device)).tokens
-        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings)
+        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts))
 
 
 def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder, texts, out):
@@ -164,8 +183,14 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
     if tuple(ids.shape) != tuple(z.shape[:2]):
         raise RuntimeError(f"Embedding Sanitizer: the text model returned {tuple(z.shape)} for token ids "
                            f"{tuple(ids.shape)}; this webui version lays out chunks differently")
-    result = runtime.run(encoder, z, ids, pieces, state.settings)
+    if state.settings.uses_es:
+        for label in runtime.weights.broken_labels():
+            state.note_once(f"skipped ES weights file {label}")
+    result = runtime.run(encoder, z, ids, pieces, state.settings, texts=[str(t) for t in texts])
     negative = bool(getattr(texts, "is_negative_prompt", False))
+    for note in result.report["notes"]:
+        if note.startswith("prompt ") and "normalised" in note:  # the normalised-text check
+            state.note_once(note)
     # float32 from the core: 0.55 arrives as 0.55000001, which would give one step more; the fractions are
     # (t' + 1) / 50, so six decimals give back the intended value.
     ends = None if result.schedule_end is None else [round(float(f), 6) for f in result.schedule_end]
@@ -174,6 +199,10 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
         state.records.append(Record(str(text), encoder.name, negative, words, flagged_words(result.report, b, words),
                                     None if ends is None else ends[b]))
     state.calls += 1
+    if state.audit is not None:  # queued; written by the log's own thread (raises if it fails closed)
+        host = "forge" if type(encoder.host).__module__.startswith("backend.") else "a1111"
+        state.audit.record_result(host=host, request_id=state.request_id, prompts=[str(t) for t in texts],
+                                  result=result, notes=list(state.notes), settings=state.settings)
     if ends is not None and not negative:
         if state.svf_fractions is not None:
             state.svf_fractions.append(ends)

@@ -73,7 +73,8 @@ class Schedule:
     # ------------------------------------------------------------ run scope
     def _active_state(self):
         state = self.hook.state
-        if state is None or state.settings.schedule != "svf":
+        settings = getattr(state, "settings", None)  # a Refusal has none
+        if settings is None or settings.schedule != "svf":
             return None
         return state
 

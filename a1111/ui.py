@@ -7,7 +7,10 @@ import logging
 from embedding_sanitizer import FIELDS, MODES, PRESETS, Settings
 from embedding_sanitizer.settings import FIELD_BY_NAME
 
+from embedding_sanitizer.calibration_run import DEFAULT_TIME_BUDGET_S
+
 from . import schema, webui
+from .calibration import DEVICES, make_calibrate_fn
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 
@@ -39,21 +42,28 @@ def register_options(shared, gr) -> list[str]:
 
     add(webui.LIVE_KEY, shared.OptionInfo(True, "Live heatmap under the prompt box", gr.Checkbox,
                                           {"interactive": True}, section=section))
-    lock_note = "administrators: cannot be changed through the API or override_settings"
+    lock_note = ("administrators: changed only on this page, never through the API or override_settings; "
+                 "empty required concepts keep the default list")
+    guard = webui.SEAL.onchange
+    opts = shared.opts
     add(webui.LOCK_KEY, shared.OptionInfo(
         False, "Administrator lock: the UI and the API cannot switch the sanitizer off or below the floor",
-        gr.Checkbox, {"interactive": True}, section=section, restrict_api=True).info(lock_note))
+        gr.Checkbox, {"interactive": True}, section=section, restrict_api=True,
+        onchange=guard(opts, webui.LOCK_KEY)).info(lock_note))
     spec = FIELD_BY_NAME["intensity"]
     add(webui.FLOOR_KEY, shared.OptionInfo(
         1.0, "Locked: minimum intensity", gr.Slider,
         {"minimum": spec.minimum, "maximum": spec.maximum, "step": spec.step}, section=section,
-        restrict_api=True))
+        restrict_api=True, onchange=guard(opts, webui.FLOOR_KEY)))
     add(webui.FORCED_KEY, shared.OptionInfo(
         "", "Locked: force this method (empty: keep the user's, never 'off')", gr.Dropdown,
-        {"choices": [""] + [m for m in MODES if m != "off"]}, section=section, restrict_api=True))
+        {"choices": [""] + [m for m in MODES if m != "off"]}, section=section, restrict_api=True,
+        onchange=guard(opts, webui.FORCED_KEY)))
     add(webui.REQUIRED_KEY, shared.OptionInfo(
-        "", "Locked: concepts that are always removed (comma-separated)", gr.Textbox, {"lines": 1},
-        section=section, restrict_api=True))
+        "", "Locked: concepts that are always removed (comma-separated; empty: the default concepts)",
+        gr.Textbox, {"lines": 1}, section=section, restrict_api=True, onchange=guard(opts, webui.REQUIRED_KEY)))
+    if not webui.SEAL.sealed:  # once per load of the extension: config.json as the webui loaded it at startup
+        webui.SEAL.seal(opts)
     return added
 
 
@@ -94,6 +104,13 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
                     make(name)
             make("sanitize_negative")
             with gr.Row():
+                budget = gr.Number(value=DEFAULT_TIME_BUDGET_S, label="Calibration time budget (seconds)",
+                                   precision=0, minimum=10, elem_id=script.elem_id("calibrate_budget"))
+                device = gr.Dropdown(choices=list(DEVICES), value="auto", label="Calibration device",
+                                     elem_id=script.elem_id("calibrate_device"))
+                threads = gr.Number(value=0, label="CPU threads (0: torch's setting)", precision=0, minimum=0,
+                                    elem_id=script.elem_id("calibrate_threads"))
+            with gr.Row():
                 calibrate = gr.Button("Calibrate for this checkpoint", elem_id=script.elem_id("calibrate"))
             status = gr.HTML("", elem_id=script.elem_id("calibrate_status"))
         gr.HTML('<div class="es-heatmap-empty">The heatmap of the prompts used appears here after a generation.</div>',
@@ -104,9 +121,7 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
     preset.change(fn=_preset_intensity, inputs=[preset, intensity], outputs=[intensity], show_progress=False)
     refresh.click(fn=lambda: gr.update(choices=[""] + webui.RUNTIME.weights.names()), inputs=[],
                   outputs=[comps["weights"]], show_progress=False)
-    from .calibration import make_calibrate_fn
-
-    calibrate.click(fn=make_calibrate_fn(gr), inputs=[comps["concepts"]], outputs=[status])
+    calibrate.click(fn=make_calibrate_fn(gr), inputs=[comps["concepts"], budget, device, threads], outputs=[status])
 
     script.infotext_fields = [(comps[name], FIELD_BY_NAME[name].infotext) for name in schema.ARG_NAMES]
     script.paste_field_names = [FIELD_BY_NAME[name].infotext for name in schema.ARG_NAMES]

@@ -12,15 +12,17 @@ from embedding_sanitizer import FIELDS, Settings, SettingsError
 from embedding_sanitizer.paths import WEIGHTS_DIR
 
 from . import schema
-from .hook import Hook
+from .hook import Hook, Refusal
+from .lock_seal import LockSeal
 from .svf import Schedule
-from .policy import PolicyFile, make_policy, read_policy_file, stricter
+from .policy import PolicyFile, make_policy, on_error_of, read_policy_file, resolve_args, stricter
 from .runtime import Runtime, RunState, merge_words, words_html
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 
 TITLE = "Embedding Sanitizer"
-MODELS_SUBDIR = "EmbeddingSanitizer"
+MODELS_SUBDIR = "embedding_sanitizer"
+LEGACY_MODELS_SUBDIRS = ("EmbeddingSanitizer",)  # earlier versions saved here; still listed
 POLICY_FLAG = "embedding_sanitizer_policy"  # attribute of cmd_opts set by preload.py
 LOCK_KEY = schema.OPTION_PREFIX + "admin_lock"
 FLOOR_KEY = schema.OPTION_PREFIX + "min_intensity"
@@ -28,6 +30,7 @@ FORCED_KEY = schema.OPTION_PREFIX + "forced_mode"
 REQUIRED_KEY = schema.OPTION_PREFIX + "required_concepts"
 LIVE_KEY = schema.OPTION_PREFIX + "live_heatmap"
 RESTRICTED_KEYS = (LOCK_KEY, FLOOR_KEY, FORCED_KEY, REQUIRED_KEY)
+RESTRICTED_DEFAULTS = {LOCK_KEY: False, FLOOR_KEY: 1.0, FORCED_KEY: "", REQUIRED_KEY: ""}
 
 
 def _shared():
@@ -50,6 +53,7 @@ def weight_folders() -> list[Path]:
     extra = models_dir()
     if extra is not None:
         folders.append(extra)
+        folders += [extra.parent / name for name in LEGACY_MODELS_SUBDIRS]
     return folders
 
 
@@ -61,9 +65,43 @@ def layer_tag() -> str:
         return ""
 
 
+def idle_state():
+    """Hook state for a text-model call outside an active run: under a lock, the policy's settings."""
+    try:
+        policy, notes = policy_in_force()
+    except Exception as exc:  # noqa: BLE001 - a named policy file that cannot be read: refuse
+        if policy_file_path():
+            return Refusal(f"Embedding Sanitizer refuses to encode: {exc}")
+        return None
+    if not policy.locked:
+        return None
+    try:
+        settings, more = resolve([])
+    except Exception as exc:  # noqa: BLE001
+        return Refusal(f"Embedding Sanitizer refuses to encode: the locked settings are invalid: {exc}")
+    note = "text encoded outside a generation set up by the extension; the lock's settings were applied"
+    try:
+        audit = audit_log()
+    except Exception as exc:  # noqa: BLE001 - the audit log fails closed
+        return Refusal(str(exc))
+    return RunState(settings, notes + more + [note], audit=audit, request_id="outside-a-generation")
+
+
+def unservable() -> str:
+    """Why the webui's current options cannot be sanitized ("" when they can): old emphasis."""
+    from .lifecycle import COMPAT_OPTIONS, OLD_EMPHASIS
+
+    try:
+        opts = _shared().opts
+    except Exception:  # noqa: BLE001 - outside the webui
+        return ""
+    return OLD_EMPHASIS if any(getattr(opts, key, False) for key in COMPAT_OPTIONS) else ""
+
+
 RUNTIME = Runtime(weight_folders)
-HOOK = Hook(RUNTIME, layer_tag)
+HOOK = Hook(RUNTIME, layer_tag, idle_state, unservable)
 SVF = Schedule(HOOK)
+SEAL = LockSeal(RESTRICTED_KEYS, RESTRICTED_DEFAULTS)
 LAST_REPORTS: dict[str, dict] = {}
 _policy_cache: dict[tuple, PolicyFile] = {}
 _policy_lock = threading.Lock()
@@ -94,11 +132,44 @@ def policy_file() -> PolicyFile:
         return _policy_cache[key]
 
 
+def page_policy():
+    """The Settings-page lock as sealed (``lock_seal``), and notes about options changed around the seal.
+
+    A locked policy with no required concepts requires the default concept list (the core's
+    ``Policy``), so a request's own concept list can never replace it (e.g. ``{"concepts": "kittens"}``)."""
+    values, notes = SEAL.sealed_values(_shared().opts)
+    policy = make_policy(bool(values[LOCK_KEY]), values[FLOOR_KEY], values[FORCED_KEY], values[REQUIRED_KEY])
+    return policy, notes
+
+
+def policy_in_force():
+    """``(policy, notes)``: the stricter of the policy file and the sealed Settings-page lock.
+
+    Raises when the named policy file cannot be read (the caller fails closed)."""
+    page, notes = page_policy()
+    return stricter(policy_file().policy, page), (notes if page.locked else [])
+
+
 def current_policy():
-    opts = _shared().opts
-    page = make_policy(bool(getattr(opts, LOCK_KEY, False)), getattr(opts, FLOOR_KEY, 1.0),
-                       getattr(opts, FORCED_KEY, ""), getattr(opts, REQUIRED_KEY, ""))
-    return stricter(policy_file().policy, page)
+    return policy_in_force()[0]
+
+
+def audit_log():
+    """The audit log the policy file configures (``None`` without one); ``AuditError`` if it fails closed."""
+    from embedding_sanitizer.audit import AuditLog
+
+    log_ = AuditLog.from_policy(current_policy())
+    if log_ is not None:
+        log_.check()
+    return log_
+
+
+def on_error() -> str:
+    """``closed`` (default) or ``open``, from the policy file; ``closed`` when the file cannot be read."""
+    try:
+        return on_error_of(policy_file().policy)
+    except Exception:  # noqa: BLE001
+        return "closed"
 
 
 def file_defaults() -> dict:
@@ -126,9 +197,20 @@ def default_settings() -> Settings:
 
 
 def resolve(args) -> tuple[Settings, list[str]]:
-    """Script args (UI or API) -> the settings that will be used, after the admin policy."""
-    settings = schema.settings_from_args(args, default_settings())
-    return current_policy().enforce(settings)
+    """Script args (UI or API) -> the settings that will be used, after the admin policy.
+
+    Without a lock, invalid arguments raise ``SettingsError``. Under a lock they never switch the
+    sanitizer off: the policy's defaults are used instead, and the notes say why."""
+    policy, notes = policy_in_force()
+    try:
+        defaults = default_settings()
+    except SettingsError as exc:
+        if not policy.locked:
+            raise
+        defaults = policy.default_settings
+        notes = notes + [f"the Settings-page defaults are invalid ({exc}); the policy's defaults apply"]
+    settings, more = resolve_args(policy, args, defaults)
+    return settings, notes + more
 
 
 # ------------------------------------------------------------ text models
@@ -167,7 +249,7 @@ def store_report(tab: str, state: RunState, settings: Settings, notes: list[str]
                       "schedule_end": None if not end else round(max(end), 4)})
     with _policy_lock:
         LAST_REPORTS["_counter"] = LAST_REPORTS.get("_counter", 0) + 1
-        report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.to_dict(),
+        report = {"id": LAST_REPORTS["_counter"], "tab": tab, "settings": settings.effective_dict(),
                   "policy_notes": list(notes), "prompts": items}
         LAST_REPORTS[tab] = report
     return report

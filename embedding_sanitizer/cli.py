@@ -1,4 +1,4 @@
-"""``python -m embedding_sanitizer <command>``: demo, train, evaluate, bench, scan.
+"""``python -m embedding_sanitizer <command>``: demo, train, evaluate, bench, scan, fuzz.
 
 Each command lives in ``embedding_sanitizer/commands/<name>.py`` with
 ``configure(parser)`` and ``run(args) -> int``; modules are imported only when
@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "Measure every method side by side on real prompt sets; write JSON, Markdown and plots.",
     "bench": "Measure the cost of every method relative to the text-encoder pass.",
     "scan": "Score and sanitize every prompt of a .txt, .csv or .jsonl file; one JSON line per prompt.",
+    "fuzz": "Fuzz the core API with random inputs; print crashes, silent no-ops and invariant violations.",
 }
 
 
@@ -38,13 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(modules[args.command].run(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # permissions, a full disk: one line, no traceback
-        where = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # the documented clear errors (bad file, bad input, bad setting)
+        if args.verbose:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else: still one line, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -14,6 +14,7 @@ are the maximum of both stages.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 REPORT_MIN_SCORE = 0.05
 LOO_BATCH = 256
+#: Largest magnitude accepted in the embeddings. Text encoders give values below about 1e3; beyond
+#: 1e12 the float32 squares and sums of the norms and LayerNorm variances can overflow (NaN scores).
+MAX_ABS_VALUE = 1e12
 
 
 class SanitizerInputError(ValueError):
@@ -96,8 +100,16 @@ class Sanitizer:
 
     # -- entry -----------------------------------------------------------------------------
     def sanitize(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout = SD1_CLIP_L,
-                 settings: Settings | None = None, pieces: list[list[str]] | None = None) -> SanitizeResult:
+                 settings: Settings | None = None, pieces: list[list[str]] | None = None,
+                 texts: list[str | None] | None = None) -> SanitizeResult:
+        """``texts``, the prompt of every batch row where known, also scores each prompt's normalised
+        text (``text_normalize``: confusables, NFKC, control and zero-width characters) and edits the
+        chunks it flags (``normalized_check``); the report notes it."""
         settings = settings or Settings()
+        if texts is not None:
+            from .normalized_check import sanitize_with_texts
+
+            return sanitize_with_texts(self, embeddings, token_ids, layout, settings, pieces, texts)
         self._validate(embeddings, token_ids, layout)
         ids = token_ids.to(embeddings.device)
         roles = token_roles(ids, layout)
@@ -123,6 +135,10 @@ class Sanitizer:
 
         if settings.uses_es:
             model = self._es_for(width)
+            if chunk > model.config.max_length:
+                raise SanitizerInputError(f"mode {settings.mode!r}: chunks of {chunk} tokens are longer than the "
+                                          f"{model.config.max_length} the sanitizer weights were calibrated for; "
+                                          "use mode 'safree' for this encoder")
             current, es_scores, es_weights, chunk_prompt, unconfirmed, es_flags = apply_es(model, rows, roles,
                                                                                            intensity, chunk)
             if chunk_prompt is not None:
@@ -144,6 +160,10 @@ class Sanitizer:
             stages, fractions = [], None
             for concepts in settings.projection_concept_lists:
                 stage = self.subspace(concepts, embeddings.device)
+                if stage.width != width:
+                    raise SanitizerInputError(f"the embeddings have width {width} but the text encoder "
+                                              f"{getattr(self.encoder, 'name', '?')} that encodes the concepts "
+                                              f"gives width {stage.width}: pass the encoder that made the embeddings")
                 current, p_scores, p_flags, p_weights, proj, detector = self._projection_stage(
                     current, ids, roles, layout, chunk, settings, stage, intensity, notes)
                 scores = torch.maximum(scores, p_scores)
@@ -216,9 +236,15 @@ class Sanitizer:
             layout.chunk_len_for(embeddings.shape[1])
         except ValueError as exc:
             raise SanitizerInputError(str(exc)) from exc
-        if not bool(torch.isfinite(embeddings.sum(dtype=torch.float32))):  # one reduction: NaN/inf propagate
+        if not embeddings.numel():
+            raise SanitizerInputError(f"embeddings {tuple(embeddings.shape)} hold no values")
+        peak = float(embeddings.abs().amax())  # one reduction: NaN propagates
+        if not math.isfinite(peak):
             raise SanitizerInputError("embeddings contain NaN or infinite values; the text encoder output is "
                                       "broken (check the checkpoint and the precision settings)")
+        if peak > MAX_ABS_VALUE:
+            raise SanitizerInputError(f"embeddings hold values up to {peak:.3g}, far outside any text encoder's "
+                                      f"range (limit {MAX_ABS_VALUE:.0e}); the text encoder output is broken")
 
     def _es_for(self, width: int) -> EmbeddingSanitizerNet:
         if self.es_model is None:
@@ -253,8 +279,11 @@ class Sanitizer:
     def _projection(self, rows, ids, roles, layout, chunk, settings, subspace, notes):
         has_ti = bool((ids == layout.ti_id).any())
         detector = settings.detector
-        if detector == "loo" and (self.encoder is None or has_ti):
-            why = "textual-inversion vectors cannot be re-encoded by id" if has_ti else "no encoder"
+        out_of_vocab = detector == "loo" and self.encoder is not None and not has_ti and \
+            _outside_vocabulary(ids, self.encoder)
+        if detector == "loo" and (self.encoder is None or has_ti or out_of_vocab):
+            why = ("textual-inversion vectors cannot be re-encoded by id" if has_ti else
+                   out_of_vocab or "no encoder")
             notes.append(f"leave-one-out detector unavailable ({why}); used the fast detector")
             log.warning("Embedding Sanitizer: leave-one-out detector unavailable (%s); using the fast detector", why)
             detector = "fast"
@@ -336,13 +365,13 @@ class Sanitizer:
                 "schedule_end": None if schedule_end is None else round(schedule_end[b], 4),
                 "notes": prompt_notes(unconfirmed_per_prompt[b] if unconfirmed_per_prompt else 0, notes),
             })
-        return {
+        return json_safe({
             "settings": settings.to_dict(),
             "intensity": intensity,
             "es_weights": self.es_meta.get("file", "") if settings.uses_es else "",
             "prompts": prompts,
             "notes": list(head_notes) + notes,
-        }
+        })
 
 
 def unconfirmed_note(chunks: int) -> str:
@@ -353,3 +382,25 @@ def unconfirmed_note(chunks: int) -> str:
 def prompt_notes(unconfirmed: int, batch_notes: list[str]) -> list[str]:
     """The notes of one prompt: its own (unconfirmed chunks), then those that concern the whole batch."""
     return ([unconfirmed_note(unconfirmed)] if unconfirmed else []) + list(batch_notes)
+
+
+def _outside_vocabulary(ids: torch.Tensor, encoder) -> str:
+    """Why ``ids`` cannot be re-encoded by ``encoder`` (ids outside its vocabulary), or ""."""
+    size = getattr(encoder, "vocab_size", None)
+    if not size or not ids.numel():
+        return ""
+    low, high = int(ids.min()), int(ids.max())
+    if low >= 0 and high < size:
+        return ""
+    return f"token ids outside the encoder's vocabulary 0..{size - 1} (min {low}, max {high})"
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None, so that the report is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

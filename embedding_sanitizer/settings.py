@@ -8,7 +8,10 @@ out-of-range values raise ``SettingsError`` with a message naming the field.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MODES = ("off", "es", "safree", "es+safree")
@@ -30,6 +33,10 @@ DEFAULT_CONCEPTS = (
     "pornography", "sexual intercourse", "sexual act", "erotic", "lingerie model",
     "violence", "gore", "blood", "bloody wound", "murder", "corpse", "mutilation",
 )
+
+
+#: Lone UTF-16 surrogates in text settings become U+FFFD (documented normalisation).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SettingsError(ValueError):
@@ -94,7 +101,7 @@ def parse_concepts(text: str | list | tuple) -> tuple[str, ...]:
     items = text if isinstance(text, (list, tuple)) else str(text).replace("\n", ",").split(",")
     seen: dict[str, None] = {}
     for item in items:
-        item = str(item).strip()
+        item = _SURROGATE.sub("\ufffd", str(item)).strip()
         if item and item.lower() not in {k.lower() for k in seen}:
             seen[item] = None
     return tuple(seen)
@@ -140,6 +147,9 @@ class Settings:
                         f"setting {spec.name!r} = {value} is outside [{spec.minimum}, {spec.maximum}]")
             if spec.kind is str and not isinstance(value, str):
                 raise SettingsError(f"setting {spec.name!r} must be text, got {value!r}")
+            if spec.kind is str and _SURROGATE.search(value):  # no tokenizer or JSON writer takes them
+                value = _SURROGATE.sub("\ufffd", value)
+                object.__setattr__(self, spec.name, value)
             if spec.choices and value not in spec.choices:
                 raise SettingsError(f"setting {spec.name!r} = {value!r} is not one of {list(spec.choices)}")
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .calibration_run import (CACHE_MAX_BYTES, ENCODE_SHARE, RESERVE_SHARE, Budget, StopCheck, check_cancel,
+                              format_duration, prune_cache, scaled_sizes, trainable, training_mode, write_atomically)
 from .corpus import ChunkSet, CorpusGenerator, tokenize_samples, vocabulary_words
 from .corpus.generator import join_segments
 from .es_model import ESConfig, EmbeddingSanitizerNet, apply_es
@@ -55,6 +58,8 @@ CORPUS_VERSION = "5"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: 
 # are calibrated without them).
 VOCAB_WORDS = 0
 Progress = Callable[[int, int, str], None]
+LogLine = Callable[[str], None]
+PROBE_CHUNKS = 16  # chunks encoded to time the encoder before sizing the corpus to a time budget
 
 
 def _noop(done: int, total: int, message: str) -> None:  # noqa: ARG001
@@ -77,8 +82,11 @@ def corpus_sizes(generator: CorpusGenerator, n_unsafe: int | None, n_benign: int
 
 # -- encoding -------------------------------------------------------------------------------------
 def encode_chunks(encoder, chunks: list[tuple[int, ...]], batch_size: int = 128,
-                  progress: Progress = _noop) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode unique chunks once (length-sorted batches). Returns (rows ``[R, D]`` float16, offsets ``[C+1]``)."""
+                  progress: Progress = _noop, should_stop: StopCheck | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode unique chunks once (length-sorted batches). Returns (rows ``[R, D]`` float16, offsets ``[C+1]``).
+
+    ``should_stop()`` is polled before every batch (``Cancelled`` is raised when it answers true).
+    """
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
     lengths = torch.tensor([len(c) for c in chunks], dtype=torch.long)
     offsets = torch.zeros(len(chunks) + 1, dtype=torch.long)
@@ -87,10 +95,12 @@ def encode_chunks(encoder, chunks: list[tuple[int, ...]], batch_size: int = 128,
     pad = encoder.layout.pad_id
     total = math.ceil(len(order) / batch_size)
     for b, start in enumerate(range(0, len(order), batch_size)):
+        check_cancel(should_stop)
         part = order[start:start + batch_size]
         width = max(len(chunks[i]) for i in part)
         ids = torch.tensor([list(chunks[i]) + [pad] * (width - len(chunks[i])) for i in part], dtype=torch.long)
-        out = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        with torch.no_grad():  # inside calibrate() gradients are on; the encoder's own weights need none
+            out = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
         for k, i in enumerate(part):
             rows[offsets[i]:offsets[i + 1]] = out[k, :len(chunks[i])].to(torch.float16)
         progress(b + 1, total, f"encoding corpus chunks ({len(order)} chunks)")
@@ -107,27 +117,50 @@ def _cache_key(encoder, concepts, settings: dict, chunks: list[tuple[int, ...]])
     return h.hexdigest()[:20]
 
 
-def encode_cached(encoder, concepts, settings: dict, chunks, cache_dir: Path | None, progress: Progress):
+def cache_path(encoder, concepts, settings: dict, chunks, cache_dir: Path | None) -> Path | None:
     if cache_dir is None:
-        return encode_chunks(encoder, chunks, progress=progress), False
+        return None
+    return Path(cache_dir) / f"corpus-{_cache_key(encoder, concepts, settings, chunks)}.safetensors"
+
+
+def encode_cached(encoder, concepts, settings: dict, chunks, cache_dir: Path | None, progress: Progress,
+                  should_stop: StopCheck | None = None, cache_max_bytes: int = CACHE_MAX_BYTES):
+    """Encoded corpus rows from the cache folder, or encoded now and cached (written atomically; the folder
+    is then pruned to ``cache_max_bytes``, oldest files first)."""
+    if cache_dir is None:
+        return encode_chunks(encoder, chunks, progress=progress, should_stop=should_stop), False
     from safetensors.torch import load_file, save_file
 
-    path = Path(cache_dir) / f"corpus-{_cache_key(encoder, concepts, settings, chunks)}.safetensors"
+    path = cache_path(encoder, concepts, settings, chunks, cache_dir)
     if path.is_file():
         try:
             data = load_file(str(path))
             if int(data["offsets"].shape[0]) == len(chunks) + 1:
                 progress(1, 1, "encoded corpus loaded from cache")
+                os.utime(path)  # recently used: evicted last
                 return (data["rows"], data["offsets"]), True
         except Exception:  # noqa: BLE001 - a broken cache file is simply rebuilt
             log.warning("ignoring unreadable corpus cache %s", path.name)
-    rows, offsets = encode_chunks(encoder, chunks, progress=progress)
+    rows, offsets = encode_chunks(encoder, chunks, progress=progress, should_stop=should_stop)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"rows": rows.contiguous(), "offsets": offsets}, str(path))
+        write_atomically(path, lambda temp: save_file({"rows": rows.contiguous(), "offsets": offsets}, str(temp)))
+        prune_cache(path.parent, cache_max_bytes, keep=path)
     except OSError as exc:
         log.warning("could not write the corpus cache (%s); continuing without it", exc)
     return (rows, offsets), False
+
+
+def seconds_per_prompt(encoder, chunks: list[tuple[int, ...]], n_prompts: int) -> float:
+    """Encoding seconds per corpus prompt, timed on ``PROBE_CHUNKS`` chunks spread over the lengths."""
+    if not chunks or n_prompts <= 0:
+        return 0.0
+    by_length = sorted(chunks, key=len)
+    step = max(1, len(by_length) // PROBE_CHUNKS)
+    probe = by_length[::step][:PROBE_CHUNKS]
+    started = time.perf_counter()
+    encode_chunks(encoder, probe, batch_size=PROBE_CHUNKS)
+    per_chunk = (time.perf_counter() - started) / len(probe)
+    return per_chunk * len(chunks) / n_prompts
 
 
 # -- training tensors -----------------------------------------------------------------------------
@@ -260,7 +293,8 @@ DETECTOR_EXTRA_FACTOR = 2  # extra prompts generated for the detector, in units 
 
 
 def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, pooling: str,
-                           progress: Progress = _noop, batch_size: int = 64) -> torch.Tensor:
+                           progress: Progress = _noop, batch_size: int = 64, should_stop: StopCheck | None = None,
+                           out_of_time: Callable[[], bool] | None = None) -> torch.Tensor:
     """Unit pooled vectors of extra indirect unsafe prompts for the whole-prompt detector.
 
     The detector's direction is a mean over unsafe prompts; with one corpus's few thousand indirect prompts
@@ -269,6 +303,7 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
     are kept, and only the pooled vector of their first chunk is computed (one encoder pass each, no
     training). Long tag-list prompts stay in: the benign side has them too, and leaving them out of the
     unsafe side alone made the direction mean "not a tag list" (development AUROC 0.66 instead of 0.99).
+    ``out_of_time()`` is asked before every batch after the first; the prompts encoded so far are kept.
     """
     gen = CorpusGenerator(concepts, seed=seed + 7919)
     texts = [s.text for s in gen.generate(n_generate, 0) if s.term_kind not in ("", "core")]
@@ -276,8 +311,13 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
     out = []
     total = math.ceil(len(texts) / batch_size)
     for b, start in enumerate(range(0, len(texts), batch_size)):
+        check_cancel(should_stop)
+        if b and out_of_time is not None and out_of_time():
+            log.info("detector prompts: the time budget allows %d of %d", start, len(texts))
+            break
         ids = encoder.tokenize(texts[start:start + batch_size]).ids[:, :length]
-        rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+        with torch.no_grad():
+            rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
         roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
         vectors = chunk_vectors(rows, roles, pooling)
         out.append(vectors[chunk_has_words(roles)])
@@ -389,35 +429,52 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
               pad_rows: int = 3, val_fraction: float = 0.1, patience: int = 3, device: str | None = None,
               cache_dir: str | Path | None = "default", loss_weights: dict | None = None,
               pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS,
+              should_stop: StopCheck | None = None, log_line: LogLine | None = None,
+              cache_max_bytes: int = CACHE_MAX_BYTES,
               init_weights: str | Path | None = None) -> dict:
     """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
 
     ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
-    ``time_budget_s`` bounds the whole run: training stops early (keeping the best state) when the
-    budget is spent. ``concepts`` may name built-in packs (nudity, violence and their aliases) and any
+    ``time_budget_s`` bounds the whole run (see ``calibration_run.Budget``): when the default corpus would
+    not fit, it is made smaller (timed on a probe of the encoder first; sizes given explicitly are kept),
+    training stops early (keeping the best state) when its share is spent, and the detector's extra prompts
+    stop at the reserve. ``concepts`` may name built-in packs (nudity, violence and their aliases) and any
     custom concepts; ``"concept=anchor"`` sets the safe replacement of a custom concept.
     ``threads`` sets torch's CPU thread count for the run (on a shared machine, fewer threads than
     cores avoids oversubscription). ``vocab_words`` > 0 sprinkles that many whole words of the encoder's
     own tokenizer vocabulary (filtered, ``corpus.vocab``) into contexts as benign filler.
     ``init_weights``: start from an earlier calibration for the same encoder and architecture (its network
     weights; the whole-prompt detector and the pooled head are fitted anew), so fewer epochs are needed.
+    ``should_stop()`` (the host's interrupt) is polled between batches; when it answers true, ``Cancelled``
+    is raised and no weights file is written. ``log_line(text)`` gets one console line per phase and per
+    epoch, with an estimate of the time left (default: this module's logger at INFO).
+    ``cache_dir`` holds encoded corpora (``"default"``: ``default_cache_dir()``, ``None``: no cache), kept
+    under ``cache_max_bytes`` by evicting the oldest files.
+
+    Training leaves the caller's inference mode and enables gradients itself (hosts call this from inside
+    ``torch.inference_mode()`` or ``torch.no_grad()``); the caller's grad and inference modes and torch's
+    thread count are exactly as before when it returns or raises. The weights file is written atomically.
     """
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
-                          batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
-                          cache_dir, loss_weights, pos_weight, vocab_words, init_weights)
+        with training_mode():
+            return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
+                              batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
+                              cache_dir, loss_weights, pos_weight, vocab_words, should_stop,
+                              log_line or log.info, cache_max_bytes, init_weights)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
                lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
-               pos_weight, vocab_words, init_weights=None) -> dict:
+               pos_weight, vocab_words, should_stop, log_line, cache_max_bytes, init_weights=None) -> dict:
     t0 = time.perf_counter()
+    budget = Budget(time_budget_s)
     progress = progress or _noop
+    check_cancel(should_stop)
     concepts = [str(c).strip() for c in concepts if str(c).strip()]
     if not concepts:
         raise ValueError("the concept list is empty: pass at least one concept (e.g. nudity,violence)")
@@ -433,16 +490,51 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     n_u, n_b = corpus_sizes(gen, n_unsafe, n_benign)
     samples = gen.generate(n_u, n_b)
     cs = tokenize_samples(samples, encoder, pad_rows=pad_rows)
+
+    def settings_for(n_u, n_b):
+        out = {"n_unsafe": n_u, "n_benign": n_b, "seed": seed, "pad_rows": pad_rows}
+        if extra_words:  # only then: the default corpus keeps its cache key
+            out["vocab_words"] = len(extra_words)
+        return out
+
+    corpus_settings = settings_for(n_u, n_b)
+    budget_scale, probe_s_per_prompt = 1.0, None
+    cached_file = cache_path(encoder, concepts, corpus_settings, cs.chunks, cache)
+    if (budget.seconds is not None and (n_unsafe is None or n_benign is None)
+            and not (cached_file is not None and cached_file.is_file())):
+        progress(0, 1, "timing the encoder to fit the corpus to the time budget")
+        probe_s_per_prompt = seconds_per_prompt(encoder, cs.chunks, n_u + n_b)
+        budget_scale = budget.corpus_scale(probe_s_per_prompt, n_u + n_b)
+        if budget_scale < 1.0:
+            full = (n_u, n_b)
+            n_u, n_b = scaled_sizes(n_u if n_unsafe is None else n_unsafe, n_b if n_benign is None else n_benign,
+                                    budget_scale)
+            gen = CorpusGenerator(concepts, seed=seed, extra_words=extra_words)
+            samples = gen.generate(n_u, n_b)
+            cs = tokenize_samples(samples, encoder, pad_rows=pad_rows)
+            corpus_settings = settings_for(n_u, n_b)
+            log_line(f"Embedding Sanitizer calibration: encoding takes about {probe_s_per_prompt * 1000:.0f} s per "
+                     f"1,000 prompts here; the {budget.seconds:.0f} s budget fits {n_u} + {n_b} of the default "
+                     f"{full[0]} + {full[1]} corpus prompts")
+            needed = probe_s_per_prompt * (n_u + n_b)
+            if needed > ENCODE_SHARE * budget.seconds:
+                log_line(f"Embedding Sanitizer calibration: the {budget.seconds:.0f} s budget is too small for this "
+                         f"machine: even the smallest corpus ({n_u} + {n_b} prompts) needs about {needed:.0f} s to "
+                         "encode; the run will take longer than the budget")
     t_corpus = time.perf_counter() - t0
     progress(1, 1, f"corpus: {n_u} unsafe + {n_b} benign prompts, {len(cs.chunks)} unique chunks")
+    log_line(f"Embedding Sanitizer calibration: corpus of {n_u} unsafe + {n_b} benign prompts "
+             f"({len(cs.chunks)} chunks) for {encoder.name}"
+             + (f", time budget {format_duration(budget.seconds)}" if budget.seconds is not None else ""))
 
     # 2. encode once (cached)
     t1 = time.perf_counter()
-    corpus_settings = {"n_unsafe": n_u, "n_benign": n_b, "seed": seed, "pad_rows": pad_rows}
-    if extra_words:  # only then: the default corpus keeps its cache key
-        corpus_settings["vocab_words"] = len(extra_words)
-    (rows, offsets), cached = encode_cached(encoder, concepts, corpus_settings, cs.chunks, cache, progress)
+    (rows, offsets), cached = encode_cached(encoder, concepts, corpus_settings, cs.chunks, cache, progress,
+                                            should_stop, cache_max_bytes)
+    rows, offsets = trainable(rows), trainable(offsets)
     t_encode = time.perf_counter() - t1
+    log_line(f"Embedding Sanitizer calibration: corpus {'loaded from the cache' if cached else 'encoded'} in "
+             f"{t_encode:.0f} s")
     ts = TrainingSet(cs, rows, offsets, encoder.layout, encoder.layout.chunk_length)
 
     # split by prompt
@@ -499,6 +591,7 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             batches += [blk[i:i + batch_size] for i in range(0, len(blk), batch_size)]
         order = torch.randperm(len(batches), generator=rng).tolist()
         for k, bi in enumerate(order):
+            check_cancel(should_stop)
             b = ts.batch(batches[bi], dev)
             _, parts = compute_losses(model, b, gap_scale, pos_weight)
             loss = sum(weights[name] * parts[name] for name in weights)
@@ -511,14 +604,22 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             if k % 10 == 0:
                 progress(step, total_steps, f"training epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} "
                          f"(erase {parts['erase'].item():.3f}, score {parts['bce'].item():.3f})")
-            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+            if budget.training_deadline_left() <= 0:
                 break
+        check_cancel(should_stop)
         metrics = evaluate(model, ts, val_idx, dev, gap_scale, pos_weight, weights)
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
         progress(step, total_steps, f"epoch {epoch + 1}: val loss {metrics['loss']:.4f}, token AUROC "
                  f"{metrics['token_auroc']:.4f}, gap left {metrics['erase']:.3f}")
+        per_epoch = (time.perf_counter() - t2) / (epoch + 1)
+        left = min((epochs - epoch - 1) * per_epoch, max(0.0, budget.training_deadline_left()))
+        if budget.seconds is not None:  # plus the detector's share and the reserve
+            left += max(0.0, budget.left() - max(0.0, budget.training_deadline_left()))
+        log_line(f"Embedding Sanitizer calibration: epoch {epoch + 1}/{epochs} in {per_epoch:.0f} s, validation "
+                 f"token AUROC {metrics['token_auroc']:.3f}, loss {metrics['loss']:.4f}; about "
+                 f"{format_duration(left)} left")
         if metrics["loss"] < best - 1e-4:
             best, bad = metrics["loss"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -527,7 +628,7 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             if bad >= patience:
                 stopped = "early stopping"
                 break
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+        if budget.training_deadline_left() <= 0:
             stopped = "time budget"
             break
     if best_state is not None:
@@ -539,15 +640,18 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     indirect = torch.tensor([samples[int(i)].term_kind not in ("", "core") for i in ts.sample])
     pooling = pooling_for(encoder.layout)
     t3 = time.perf_counter()
-    over_budget = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
-    extra = detector_extra_vectors(encoder, concepts, seed, 0 if over_budget else DETECTOR_EXTRA_FACTOR * n_u,
-                                   pooling, progress)
+    reserve = RESERVE_SHARE * budget.seconds if budget.seconds is not None else 0.0
+    out_of_time = lambda: budget.left() <= reserve  # noqa: E731
+    extra = detector_extra_vectors(encoder, concepts, seed, 0 if out_of_time() else DETECTOR_EXTRA_FACTOR * n_u,
+                                   pooling, progress, should_stop=should_stop, out_of_time=out_of_time)
+    extra = trainable(extra)
     final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling, indirect, extra)}
+    final["preservation_share"] = validation_preservation(model, ts, val_idx, encoder.layout.chunk_length)
     t_detector = time.perf_counter() - t3
+    check_cancel(should_stop)
     t4 = time.perf_counter()
-    over_budget = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
     pooled_figures = fit_pooled_stage(model, encoder, samples, ts, is_val_sample, pooling, progress,
-                                      max_prompts=0 if over_budget else POOLED_HEAD_PROMPTS)
+                                      max_prompts=0 if out_of_time() else POOLED_HEAD_PROMPTS)
     final.update({k: v for k, v in pooled_figures.items() if isinstance(v, (int, float))})
     t_pooled = time.perf_counter() - t4
 
@@ -559,20 +663,58 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                 "device": str(dev), "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1),
                                                "train": round(t_train, 1), "detector": round(t_detector, 1)},
                 "encode_cached": cached, "detector_extra_prompts": len(extra),
+                "time_budget_s": budget.seconds, "budget_corpus_scale": round(budget_scale, 4),
+                "encode_s_per_prompt_probe": None if probe_s_per_prompt is None else round(probe_s_per_prompt, 4),
                 "pooled_head": pooled_figures, "pooled_head_s": round(t_pooled, 1)}
     val = {k: round(float(v), 5) for k, v in final.items()}
-    out_path = save_es(out_path, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
-                       layout=encoder.layout.to_dict(), concepts=concepts, training=training,
-                       metrics={"validation": val})
+    out_path = write_atomically(out_path, lambda temp: save_es(
+        temp, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+        layout=encoder.layout.to_dict(), concepts=concepts, training=training, metrics={"validation": val}))
     total = time.perf_counter() - t0
     summary = {"out": str(out_path), "encoder": encoder.name, "width": encoder.width, "concepts": len(concepts),
                "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
                "chunks_encoded": len(cs.chunks), "examples": len(cs), "encode_cached": cached,
                "epochs": len(history), "stopped_by": stopped, "validation": val,
                "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1), "train": round(t_train, 1),
-                          "detector": round(t_detector, 1),
+                          "detector": round(t_detector, 1), "pooled_head": round(t_pooled, 1),
                           "total": round(total, 1)},
                "encode_s_per_1000_prompts": round(1000 * t_encode / max(1, n_u + n_b), 2) if not cached else None,
                "history": history}
     progress(1, 1, f"saved {Path(out_path).name} in {total:.0f} s")
+    log_line(f"Embedding Sanitizer calibration: saved {Path(out_path).name} in {format_duration(total)} "
+             f"({quality_line(val)})")
     return summary
+
+
+def quality_line(validation: dict) -> str:
+    """One line of calibration quality for the UI: held-out synthetic prompts of the run's own corpus."""
+    def num(key):
+        value = validation.get(key)
+        return "n/a" if value is None or value != value else f"{value:.3f}"
+
+    return (f"validation token AUROC {num('token_auroc')}, whole-prompt AUROC {num('prompt_auroc')}, "
+            f"preservation share {num('preservation_share')}")
+
+
+@torch.no_grad()
+def validation_preservation(model, ts: TrainingSet, idx: torch.Tensor, chunk_length: int | None,
+                            batch_size: int = 256) -> float:
+    """Share of held-out benign prompts (their first chunk) that ES at intensity 1 leaves with no row edited
+    by more than ``EDIT_TOLERANCE`` (relative L2), as the evaluation's preservation share counts it."""
+    from .es_model import apply_es
+    from .evaluation.metrics import EDIT_TOLERANCE
+
+    chosen = idx[ts.benign[idx] & ts.lead[idx]]
+    if not len(chosen):
+        return float("nan")
+    kept = 0
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start:start + batch_size]
+        length = int(ts.length[part].max())
+        rows = ts.rows[ts.in_idx[part, :length]].float()
+        roles = ts.roles[part, :length]
+        out = apply_es(model, rows, roles, 1.0, length).rows
+        rel = (out - rows).norm(dim=-1) / rows.norm(dim=-1).clamp_min(1e-12)
+        rel = torch.where(ts.valid[part, :length], rel, torch.zeros_like(rel))
+        kept += int((rel.amax(-1) <= EDIT_TOLERANCE).sum())
+    return kept / len(chosen)

@@ -1,7 +1,7 @@
 """Embedding Sanitizer (CLIP): CLIP -> CLIP patch that sanitizes every encode downstream."""
 from __future__ import annotations
 
-from . import audit_hook, policy
+from . import audit_hook, policy, weights
 from .proxy import Patch, patch_clip
 from .schema import CATEGORY, node_settings, settings_inputs
 
@@ -32,7 +32,8 @@ class EmbeddingSanitizerCLIP:
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
-        return policy.state_key()  # re-run when the admin policy file changes
+        # re-run when the admin policy file changes, or a weights file appears (a calibration finished)
+        return policy.state_key() + "|" + weights.folder_state()
 
     def patch(self, clip, unique_id=None, **kwargs):
         settings, choice, notes, in_force = node_settings(kwargs, "Embedding Sanitizer (CLIP)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
-from . import audit_hook, policy, registry
+from . import audit_hook, policy, registry, weights
 from .proxy import Patch, is_close, patch_clip, unwrap
 from .report import image_tensor
 from .schema import CATEGORY, node_settings, settings_inputs
@@ -52,7 +52,7 @@ class EmbeddingSanitizerConditioning:
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
-        return policy.state_key()  # re-run when the admin policy file changes
+        return policy.state_key() + "|" + weights.folder_state()  # the policy file changed, or a weights file
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -53,6 +53,15 @@ class ComfyStreamEncoder(TextEncoder):
         self.width = int(embedding.weight.shape[-1])
         self.inv_vocab = getattr(sub_tokenizer, "inv_vocab", {}) if sub_tokenizer is not None else {}
 
+    def detached_copy(self) -> "ComfyStreamEncoder":
+        """The same stream with a private copy of its text model (same weights, device and clip options), for a
+        background calibration that must never touch the model a generation is using."""
+        import copy
+
+        clone = ComfyStreamEncoder(self.family, self.stream, copy.deepcopy(self.model), self.tokenizer, self.layout)
+        clone._fingerprint = self.fingerprint
+        return clone
+
     @property
     def name(self) -> str:
         layer = getattr(self.model, "layer", "last")
@@ -67,6 +76,10 @@ class ComfyStreamEncoder(TextEncoder):
     @property
     def device(self) -> torch.device:
         return self.model.transformer.get_input_embeddings().weight.device
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.transformer.get_input_embeddings().weight.shape[0])
 
     def compute_fingerprint(self) -> str:
         return tensor_fingerprint(self.model.transformer.get_input_embeddings().weight)

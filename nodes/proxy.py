@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from embedding_sanitizer import Policy, Sanitizer, Settings
+from embedding_sanitizer.normalized_check import text_from_pieces
 from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE, prompt_weights, sanitize_pooled
 from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
@@ -35,7 +36,7 @@ from . import registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
 from .report import heatmap_words, summary
 from .streams import NOT_COVERED, POOLED, family_of, layout_for
-from .weights import AUTO, resolve
+from .weights import AUTO, AUTO_CALIBRATE, resolve, save_folder
 
 log = logging.getLogger("embedding_sanitizer.comfyui")
 _warned: set = set()
@@ -131,6 +132,19 @@ def record_encode(inner, tokenizer, token_weight_pairs) -> EncodeRecord:
     return EncodeRecord(inner, family, token_weight_pairs, streams, tuple(out))
 
 
+def start_auto_calibration(encoder, settings: Settings):
+    """The background calibration job for this stream's encoder (started on the first call, then only read)."""
+    from embedding_sanitizer.auto_calibration import SCHEDULER
+    from embedding_sanitizer.settings import parse_concepts
+
+    from .calibrate_node import CACHE_SUBDIR
+
+    folder = save_folder()
+    return SCHEDULER.request(encoder.cache_key, encoder.detached_copy, folder, parse_concepts(settings.concepts),
+                             cache_dir=folder / CACHE_SUBDIR, log_line=logging.getLogger(
+                                 "embedding_sanitizer.comfyui").info)
+
+
 class Patch:
     """The settings of one Embedding Sanitizer (CLIP) node, and its per-stream sanitizers."""
 
@@ -169,6 +183,11 @@ class Patch:
                         raise
                     es_model, es_meta, note = resolve(AUTO, enc)
                 notes.append(f"{rec.stream}: {note}")
+            if es_model is None and self.weights_choice == AUTO_CALIBRATE and rec.stream != "t5xxl":
+                job = start_auto_calibration(enc, settings)
+                notes.append(f"{rec.stream}: {job.note()}")
+                # Not cached while the job is not done: the next encode looks for the new file again.
+                return Sanitizer(enc), settings.replace(mode="safree"), notes
             if es_model is None:
                 if settings.mode == "es" and rec.stream != "t5xxl":
                     raise SanitizerInputError(
@@ -272,8 +291,10 @@ class Patch:
         sanitizer, settings, notes = self._sanitizer_for(rec, n_streams)
         entry["notes"].extend(n for n in notes if n not in entry["notes"])
         pieces = rec.encoder.pieces_for(ids)
+        texts = [text_from_pieces(p) for p in pieces]  # ComfyUI passes token ids only: the text they spell
         try:
-            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces)
+            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces,
+                                        texts=texts)
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
         entry["streams"][rec.stream] = result.report

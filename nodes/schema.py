@@ -6,7 +6,7 @@ import logging
 from embedding_sanitizer import FIELDS, Policy, Settings, SettingsError
 
 from . import policy as admin_policy
-from .weights import AUTO, NONE, weight_choices
+from .weights import AUTO, AUTO_CALIBRATE, NONE, weight_choices
 
 log = logging.getLogger("embedding_sanitizer.comfyui")
 
@@ -15,6 +15,8 @@ CATEGORY = "safety/embedding_sanitizer"
 # policy the policy's own sanitize_negative decides (nodes/negative.py).
 NOT_IN_COMFYUI = ("sanitize_negative",)
 WEIGHTS_TOOLTIP = (" 'auto' uses, per text-encoder stream, the first file calibrated for that encoder; "
+                   "'auto-calibrate' does the same and, when no file matches, calibrates one in the background "
+                   "(once per encoder; the training-free projection is used until it is ready, with a note); "
                    "'none' uses no learned weights. Files are listed from the pack's weights/ folder and "
                    "ComfyUI's models/embedding_sanitizer folder.")
 
@@ -45,7 +47,7 @@ def settings_from_inputs(kwargs: dict) -> tuple[Settings, str]:
     values = {spec.name: kwargs[spec.name] for spec in FIELDS
               if spec.name in kwargs and spec.name not in NOT_IN_COMFYUI}
     choice = str(values.get("weights", AUTO) or AUTO)
-    values["weights"] = "" if choice in (AUTO, NONE) else choice
+    values["weights"] = "" if choice in (AUTO, AUTO_CALIBRATE, NONE) else choice
     return Settings.from_dict(values), choice
 
 

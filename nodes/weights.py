@@ -11,9 +11,12 @@ import os
 import threading
 from pathlib import Path
 
+from embedding_sanitizer.auto_calibration import AUTO_CALIBRATE
 from embedding_sanitizer.encoders.base import fingerprints_match
 from embedding_sanitizer.paths import WEIGHTS_DIR
-from embedding_sanitizer.weights_io import WeightsMismatch, list_weight_files, load_es, read_metadata
+from embedding_sanitizer.weights_io import (
+    WeightsFileError, WeightsMismatch, list_weight_files, load_es, read_metadata, scan_weight_files,
+)
 
 FOLDER_NAME = "embedding_sanitizer"
 AUTO = "auto"
@@ -53,8 +56,28 @@ def save_folder() -> Path:
     return WEIGHTS_DIR
 
 
+def folder_state() -> str:
+    """Changes when a weights file appears, disappears or is rewritten (for the nodes' ``IS_CHANGED``), so a
+    graph run after a calibration resolves ``auto`` again and picks the new file."""
+    entries = []
+    for folder in folders():
+        try:
+            for path in sorted(Path(folder).glob("*.safetensors")):
+                stat = path.stat()
+                entries.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            continue
+    return "|".join(entries)
+
+
 def weight_choices() -> list[str]:
-    return [AUTO, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+    """The node's dropdown: auto, none and the good files; broken files are logged at WARNING by the scan
+    (and named in the report of every encode that looks for weights), never offered."""
+    return [AUTO, AUTO_CALIBRATE, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+
+
+def broken_note(scan) -> str:
+    return ("; skipped unreadable weights file(s): " + ", ".join(scan.broken_labels())) if scan.broken else ""
 
 
 def path_of(name: str) -> Path | None:
@@ -68,19 +91,27 @@ def path_of(name: str) -> Path | None:
 def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
     """(ES model or None, metadata, note) for ``encoder`` given the node's weights choice.
 
-    ``auto`` picks the first file whose width and fingerprint match the encoder;
+    ``auto`` (and ``auto-calibrate``, whose background run the caller starts) picks the first file whose width
+    and fingerprint match the encoder;
     a named file is used when it matches and refused (``WeightsMismatch``) when
     the encoder has only this stream to give it to.
     """
-    if choice in ("", AUTO):
+    if choice in ("", AUTO, AUTO_CALIBRATE):
         candidates = list_weight_files(*folders())
     elif choice == NONE:
         return None, {}, "no ES weights chosen"
+    scan = scan_weight_files(*folders())
+    skipped = broken_note(scan)
+    if choice in ("", AUTO):
+        candidates = scan.good  # one broken file never hides the good ones
     else:
         path = path_of(choice)
         if path is None:
             raise FileNotFoundError(f"Embedding Sanitizer: weights file {choice!r} not found in "
                                     f"{[str(f.name) for f in folders()]}")
+        reason = next((why for bad, why in scan.broken if bad == path), None)
+        if reason is not None:
+            raise WeightsFileError(f"Embedding Sanitizer: weights file {choice} is unreadable: {reason}")
         candidates = [path]
     fingerprint = encoder.fingerprint
     for path in candidates:
@@ -97,9 +128,9 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
             hit = (model, meta)
             with _lock:
                 _loaded[key] = hit
-        return hit[0], hit[1], f"ES weights {path.name}"
-    if choice not in ("", AUTO):
+        return hit[0], hit[1], f"ES weights {path.name}{skipped}"
+    if choice not in ("", AUTO, AUTO_CALIBRATE):
         raise WeightsMismatch(f"{choice} was not calibrated for the text encoder stream {encoder.name} "
                               f"(width {encoder.width}); calibrate weights for it with "
                               "'Calibrate Embedding Sanitizer'")
-    return None, {}, f"no calibrated ES weights match {encoder.name}"
+    return None, {}, f"no calibrated ES weights match {encoder.name}{skipped}"

@@ -23,6 +23,9 @@ class EmbeddingSanitizerScript(scripts.Script):
 
         return ui.build_accordion(self, is_img2img, gr)
 
+    def before_process(self, p, *args):
+        lifecycle.before_process(p)
+
     def process(self, p, *args):
         lifecycle.start(p, args, self._tab())
 

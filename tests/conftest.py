@@ -24,6 +24,10 @@ class HashEncoder(TextEncoder):
         gen = torch.Generator().manual_seed(seed)
         self.table = torch.randn(49408, width, generator=gen)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.table.shape[0])
+
     def word_id(self, word: str) -> int:
         return 1000 + (sum(ord(c) * 31 ** i for i, c in enumerate(word)) % 40000)
 

@@ -6,6 +6,29 @@ import { api } from "../../scripts/api.js";
 
 const NODE_TYPES = ["EmbeddingSanitizerCLIP", "EmbeddingSanitizerConditioning"];
 const EVENT = "embedding_sanitizer.heatmap";
+const CALIBRATE_NODE = "EmbeddingSanitizerCalibrate";
+
+// The Calibrate node shows the saved file name(s) and the calibration quality (its `ui.text`) under its inputs.
+function addCalibrationText(nodeType) {
+  const created = nodeType.prototype.onNodeCreated;
+  nodeType.prototype.onNodeCreated = function () {
+    const result = created?.apply(this, arguments);
+    const el = document.createElement("div");
+    el.className = "es-calibration";
+    el.style.cssText = "font:12px system-ui,sans-serif;white-space:pre-wrap;overflow:auto;max-height:160px;" +
+      "padding:4px;opacity:0.85";
+    el.textContent = "Run the node to calibrate; the file and its quality appear here.";
+    this.esCalibrationEl = el;
+    this.addDOMWidget("es_calibration", "es_calibration", el, { serialize: false, hideOnZoom: false });
+    return result;
+  };
+  const executed = nodeType.prototype.onExecuted;
+  nodeType.prototype.onExecuted = function (output) {
+    executed?.apply(this, arguments);
+    const text = output?.text;
+    if (this.esCalibrationEl && Array.isArray(text)) this.esCalibrationEl.textContent = text.join("\n");
+  };
+}
 const MAX_ENTRIES = 4;
 // Same colour ramp as embedding_sanitizer/heatmap.py (score_color).
 const STOPS = [
@@ -101,6 +124,10 @@ app.registerExtension({
     });
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === CALIBRATE_NODE) {
+      addCalibrationText(nodeType);
+      return;
+    }
     if (!NODE_TYPES.includes(nodeData.name)) return;
     const created = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {

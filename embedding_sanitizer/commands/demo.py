@@ -26,7 +26,7 @@ def run(args) -> int:
     mode = settings.mode
     batch, out = encoder.encode_texts([prompt])
     result = Sanitizer(encoder, setup.es_model, setup.es_meta).sanitize(out.tokens, batch.ids, encoder.layout,
-                                                                         settings, pieces=batch.pieces)
+                                                                         settings, pieces=batch.pieces, texts=[prompt])
     words = group_words(batch.pieces[0], result.scores[0].tolist())
     info = result.report["prompts"][0]
     summary = (f"encoder {encoder.name} | mode {mode} | preset {settings.preset} | intensity "
@@ -37,6 +37,9 @@ def run(args) -> int:
     print(summary)
     if info["concepts"]:
         print("concepts: " + ", ".join(f"{k} ({v})" for k, v in info["concepts"].items()))
+    for note in result.report["notes"]:
+        if note.startswith("prompt 0: "):  # the normalised-text check
+            print("note: " + note[len("prompt 0: "):])
     if args.json:
         print(json.dumps(result.report, indent=2))
     if args.png:

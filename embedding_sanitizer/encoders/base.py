@@ -72,6 +72,11 @@ class TextEncoder:
         return torch.device("cpu")
 
     @property
+    def vocab_size(self) -> int | None:
+        """How many token ids the encoder can encode by id (None: not known)."""
+        return None
+
+    @property
     def fingerprint(self) -> str:
         """Stable identifier of the encoder weights (used to match calibrated ES weights)."""
         cached = getattr(self, "_fingerprint", None)

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import regex
 
+from ..text_normalize import scrub_surrogates
+
 BOS_ID = 49406
 EOS_ID = 49407
 VOCAB_SIZE = 49408
@@ -246,7 +248,8 @@ class CLIPBPETokenizer:
         return ids
 
     def encode_words(self, text: str) -> list[int]:
-        """Token ids of ``text`` without BOS and EOS."""
+        """Token ids of ``text`` without BOS and EOS (a lone UTF-16 surrogate reads as U+FFFD)."""
+        text = scrub_surrogates(text)
         ids: list[int] = []
         parts = _SPECIAL_SPLIT.split(text) if self.clean == "hf" else [text]
         for index, part in enumerate(parts):

@@ -218,6 +218,10 @@ class CLIPTextEncoder(TextEncoder):
         return next(self.model.parameters()).device
 
     @property
+    def vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..layout import ROLE_PAD, ChunkLayout, token_roles
+from ..text_normalize import scrub_surrogates
 from .base import EncoderOutput, TextEncoder, TokenBatch, pad_chunks, tensor_fingerprint
 
 MINILM_LAYOUT = ChunkLayout("minilm", 77, 101, 102, 0, 103)
@@ -51,10 +52,14 @@ class MiniLMEncoder(TextEncoder):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
     def tokenize(self, texts: list[str]) -> TokenBatch:
         rows, pieces = [], []
-        for text in texts:
-            word_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in texts:  # lone surrogates become U+FFFD: the tokenizer cannot encode them
+            word_ids = self.tokenizer(scrub_surrogates(str(text)), add_special_tokens=False)["input_ids"]
             chunks = pad_chunks(word_ids, self.layout)
             rows.append([i for c in chunks for i in c])
         width = max(len(r) for r in rows) if rows else self.layout.chunk_length

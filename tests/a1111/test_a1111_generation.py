@@ -47,8 +47,16 @@ def clean(webui):
     yield
     opts.data.clear()
     opts.data.update(saved)
+    webui.glue.SEAL.seal(opts)
     webui.shared.cmd_opts.embedding_sanitizer_policy = None
     webui.glue.HOOK.deactivate()
+
+
+def settings_page(webui, **values):
+    """Change Embedding Sanitizer options the way an administrator does: on the Settings page."""
+    from modules import ui_settings
+
+    return ui_settings.apply({f"embedding_sanitizer_{k}": v for k, v in values.items()})
 
 
 def host_generation(webui, prompt=UNSAFE, negative="blurry", model=None, **kwargs):
@@ -191,9 +199,8 @@ def test_api_without_script_args_uses_the_settings_page_defaults(webui):
 def test_admin_lock_holds_against_ui_and_api(webui, tmp_path):
     baseline = host_only(webui)
     opts = webui.shared.opts
-    opts.set("embedding_sanitizer_admin_lock", True)
-    opts.set("embedding_sanitizer_min_intensity", 1.5)
-    opts.set("embedding_sanitizer_required_concepts", UNSAFE)  # a concept the tiny random model surely flags
+    # UNSAFE: a concept the tiny random model surely flags
+    settings_page(webui, admin_lock=True, min_intensity=1.5, required_concepts=UNSAFE)
     # the UI sends "off"
     p_ui, processed = generate(webui, args_for(enabled=False, preset="custom", intensity=0.2))
     assert not torch.equal(p_ui.denoiser_conds[0][0], baseline[0][0])
@@ -208,7 +215,7 @@ def test_admin_lock_holds_against_ui_and_api(webui, tmp_path):
         assert "ES policy" in json.loads(out["info"])["infotexts"][0]
     assert opts.embedding_sanitizer_admin_lock is True
     # the policy file holds even when the Settings page is unlocked
-    opts.set("embedding_sanitizer_admin_lock", False)
+    settings_page(webui, admin_lock=False)
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"locked": True, "min_intensity": 1.0, "required_concepts": [UNSAFE]}))
     webui.shared.cmd_opts.embedding_sanitizer_policy = str(policy)
@@ -217,7 +224,7 @@ def test_admin_lock_holds_against_ui_and_api(webui, tmp_path):
     assert not torch.equal(out["p"].denoiser_conds[0][0], baseline[0][0])
     # a broken policy file fails closed: the generation is refused with a message naming the file
     policy.write_text("{not json")
-    with pytest.raises(ValueError, match="policy.json"):
+    with pytest.raises(RuntimeError, match="policy.json"):
         webui.api.text2imgapi({"prompt": UNSAFE, "alwayson_scripts": {TITLE_KEY: {"args": [False]}}})
 
 

@@ -78,12 +78,14 @@ def test_score_route_and_last_heatmap(webui):
     assert sdxl["encoders"] == ["webui-sdxl-l", "webui-sdxl-g"] and len(sdxl["words"]) == 6
     webui.shared.sd_model = webui.models.sd1
     # the admin lock applies to the preview too
-    webui.shared.opts.set("embedding_sanitizer_admin_lock", True)
+    from modules import ui_settings
+
+    ui_settings.apply({"embedding_sanitizer_admin_lock": True})  # on the Settings page
     try:
         locked = client.post("/embedding-sanitizer/v1/score", json={"prompt": UNSAFE, "settings": {"enabled": False}})
         assert locked.json()["active"] is True and locked.json()["policy_notes"]
     finally:
-        webui.shared.opts.set("embedding_sanitizer_admin_lock", False)
+        ui_settings.apply({"embedding_sanitizer_admin_lock": False})
     bad = client.post("/embedding-sanitizer/v1/score", json={"prompt": UNSAFE, "settings": {"intensity": 7}})
     assert bad.status_code == 422 and "intensity" in bad.json()["error"]
     from modules.call_queue import queue_lock
@@ -182,7 +184,7 @@ def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch
     seen = []
     handler = make_calibrate_fn(webui.gr)
     html = handler("nudity, gore", progress=lambda fraction, desc=None: seen.append(fraction))
-    assert "Saved es-sd1-" in html and calls == [("webui-sd1", ["nudity", "gore"])]
+    assert "Saved" in html and "es-sd1-" in html and calls == [("webui-sd1", ["nudity", "gore"])]
     assert seen and seen[-1] == 1.0
     assert [p.parent for p in folder.glob("*.safetensors")] == [folder]
     # mode "es" with no file named picks the weights made for this encoder

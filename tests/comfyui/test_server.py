@@ -46,3 +46,29 @@ def test_full_graph_runs_and_reports(server, tiny_checkpoint):
     assert words == ["a", "naked", "woman", "on", "a", "beach", ",", "photo"]
     assert outputs["10"]["images"][0]["type"] == "temp"
     assert (server.base / "output").glob("embedding_sanitizer*.png")
+
+
+def test_calibrate_node_through_the_server_then_es_mode(server, tiny_checkpoint):
+    """The Calibrate node queued on the real server (which runs it inside torch.inference_mode()) writes a file
+    into the server's models/embedding_sanitizer; the example graph in mode 'es' with weights 'auto' then runs
+    (mode es fails without weights for the CLIP)."""
+    calibrate = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint.name}},
+        "2": {"class_type": "EmbeddingSanitizerCalibrate",
+              "inputs": {"clip": ["1", 1], "concepts": "nudity", "stream": "all", "retrain": True,
+                         "file_prefix": "es-server", "time_budget": 60, "device": "auto", "threads": 0}},
+    }
+    result = server.run(calibrate, timeout=1200)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
+    name, quality = result["outputs"]["2"]["text"]
+    assert name.startswith("es-server-sd1-clip_l-") and "preservation share" in quality
+    folder = server.base / "models" / "embedding_sanitizer"
+    assert (folder / name).is_file() and not list(folder.glob(".*partial"))
+    assert name in server.get("/object_info/EmbeddingSanitizerCLIP")["EmbeddingSanitizerCLIP"]["input"][
+        "required"]["weights"][0], "listed after a refresh"
+    graph = tiny_graph(tiny_checkpoint.name)
+    for node in ("2", "5"):
+        graph[node]["inputs"].update(mode="es", weights="auto", preset="max")
+    result = server.run(graph)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
+    assert "whole prompt" in result["outputs"]["5"]["es_heatmap"][0]["summary"]

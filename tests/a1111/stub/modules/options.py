@@ -1,4 +1,10 @@
-"""Options and OptionInfo: the Settings page model (stand-in)."""
+"""Options and OptionInfo: the Settings page model (stand-in).
+
+As in the webui, ``Options.load(config.json)`` replaces ``data`` with the file's content (an empty dict when
+there is no file): options that were never saved are not in ``data`` and read as their default. Options an
+extension adds later (``add_option``) get their default in ``data`` unless the file had a value.
+"""
+import json
 
 
 class OptionInfo:
@@ -84,8 +90,35 @@ class Options:
         except RuntimeError:
             return False
         if run_callbacks and info.onchange is not None:
-            info.onchange()
+            try:
+                info.onchange()
+            except Exception as e:  # the webui reports the error and undoes the change
+                from modules import errors
+
+                errors.display(e, f"changing setting {key} to {value}")
+                setattr(self, key, old)
+                return False
         return True
+
+    def get_default(self, key):
+        info = self.data_labels.get(key)
+        return None if info is None else info.default
+
+    def load(self, filename):
+        try:
+            with open(filename, encoding="utf8") as file:
+                self.data.clear()
+                self.data.update(json.load(file))
+        except FileNotFoundError:
+            self.data.clear()
+
+    def save(self, filename):
+        from modules import shared
+
+        if getattr(shared.cmd_opts, "freeze_settings", False):
+            raise RuntimeError("saving settings is disabled")
+        with open(filename, "w", encoding="utf8") as file:
+            json.dump(self.data, file, indent=4)
 
     def add_option(self, key, info):
         self.data_labels[key] = info

@@ -1,4 +1,15 @@
-"""Processing objects and the generation loop (stand-in; sampling records the conditioning per step)."""
+"""Processing objects and the generation loop (stand-in; sampling records the conditioning per step).
+
+Faithful where it matters for a safety extension:
+
+* ``process_images`` applies ``override_settings`` with ``opts.set(..., is_api=True)`` and afterwards puts back
+  only the options that were already in ``opts.data`` (i.e. in config.json or set before): an option that was
+  never saved keeps the overridden value for every later generation, as in the webui.
+* script callbacks go through ``ScriptRunner``, which reports and swallows their exceptions;
+* the batch loop (text encoding included) runs under a grad-free mode: ``torch.no_grad()`` in A1111,
+  ``torch.inference_mode()`` in Forge. ``GRAD_FREE`` selects it; the stricter inference mode is the default.
+"""
+import torch
 from PIL import Image
 
 from modules import devices, infotext_utils, prompt_parser, script_callbacks, shared
@@ -167,16 +178,25 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
     return f"{all_prompts[index]}{negative_text}\n{text}".strip()
 
 
+GRAD_FREE = torch.inference_mode  # Forge; A1111 1.10 uses torch.no_grad
+
+
 def process_images(p):
-    stored = {k: shared.opts.data.get(k) for k in p.override_settings}
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    stored = {k: shared.opts.data[k] for k in p.override_settings if k in shared.opts.data}
     try:
         for key, value in p.override_settings.items():
             shared.opts.set(key, value, is_api=True, run_callbacks=False)
-        return process_images_inner(p)
+        # The generation (scripts' process/process_batch, conditioning, sampling) runs without autograd. The
+        # stand-in uses torch.inference_mode(), the stricter of the two modes a host may use (torch.no_grad() is
+        # the other): tensors made under it cannot enter autograd later, so code that works here works in both.
+        with torch.inference_mode():
+            return process_images_inner(p)
     finally:
         if p.override_settings_restore_afterwards:
             for key, value in stored.items():
-                shared.opts.data[key] = value
+                setattr(shared.opts, key, value)
 
 
 def _per_image(value, count):
@@ -195,6 +215,16 @@ def process_images_inner(p):
     if p.scripts is not None:
         p.scripts.process(p)
     images, infotexts = [], []
+    with GRAD_FREE():
+        _batches(p, images, infotexts)
+    res = Processed(p, images, infotexts)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, res)
+    p.close()
+    return res
+
+
+def _batches(p, images, infotexts):
     for n in range(p.n_iter):
         p.iteration = n
         window = slice(n * p.batch_size, (n + 1) * p.batch_size)
@@ -203,14 +233,12 @@ def process_images_inner(p):
         if isinstance(p, StableDiffusionProcessingTxt2Img):
             p.hr_prompts, p.hr_negative_prompts = p.all_hr_prompts[window], p.all_hr_negative_prompts[window]
         if p.scripts is not None:
+            p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
             p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
         p.setup_conds()
         p.sample()
+        if p.scripts is not None:
+            p.scripts.postprocess_batch(p, None, batch_number=n)
         for i in range(p.batch_size):
             images.append(Image.new("RGB", (8, 8)))
             infotexts.append(create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, n, i))
-    res = Processed(p, images, infotexts)
-    if p.scripts is not None:
-        p.scripts.postprocess(p, res)
-    p.close()
-    return res

@@ -4,7 +4,7 @@ import re
 import sys
 from collections import namedtuple
 
-from modules import script_loading
+from modules import errors, script_loading
 
 AlwaysVisible = object()
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
@@ -31,10 +31,22 @@ class Script:
     def show(self, is_img2img):
         return True
 
+    def setup(self, p, *args):
+        pass
+
+    def before_process(self, p, *args):
+        pass
+
     def process(self, p, *args):
         pass
 
+    def before_process_batch(self, p, *args, **kwargs):
+        pass
+
     def process_batch(self, p, *args, **kwargs):
+        pass
+
+    def postprocess_batch(self, p, *args, **kwargs):
         pass
 
     def postprocess(self, p, processed, *args):
@@ -106,15 +118,37 @@ class ScriptRunner:
         return self.inputs
 
     def _each(self, p, method, *extra, **kwargs):
+        """Call ``method`` of every always-visible script. Like the webui's ScriptRunner, an exception from a
+        script is reported (``errors.report``) and the generation goes on without that script's step."""
         for script in self.alwayson_scripts:
-            args = p.script_args[script.args_from:script.args_to]
-            getattr(script, method)(p, *extra, *args, **kwargs)
+            try:
+                args = p.script_args[script.args_from:script.args_to]
+                getattr(script, method)(p, *extra, *args, **kwargs)
+            except Exception:
+                errors.report(f"Error running {method}: {script.filename}", exc_info=True)
+
+    def setup_scrips(self, p, *, is_ui=True):
+        self._each(p, "setup")
+
+    def before_process(self, p):
+        self._each(p, "before_process")
 
     def process(self, p):
         self._each(p, "process")
 
+    def before_process_batch(self, p, **kwargs):
+        self._each(p, "before_process_batch", **kwargs)
+
     def process_batch(self, p, **kwargs):
         self._each(p, "process_batch", **kwargs)
+
+    def postprocess_batch(self, p, images, **kwargs):
+        for script in self.alwayson_scripts:
+            try:
+                args = p.script_args[script.args_from:script.args_to]
+                script.postprocess_batch(p, *args, images=images, **kwargs)
+            except Exception:
+                errors.report(f"Error running postprocess_batch: {script.filename}", exc_info=True)
 
     def postprocess(self, p, processed):
         self._each(p, "postprocess", processed)

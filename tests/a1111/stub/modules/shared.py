@@ -1,5 +1,7 @@
 """shared: opts, cmd_opts, the loaded model (stand-in)."""
-from modules import cmd_args, options
+import os
+
+from modules import cmd_args, options, paths, shared_state
 from modules.options import OptionInfo, options_section  # noqa: F401 - re-exported like the webui
 
 cmd_opts = cmd_args.parser.parse_args([])
@@ -13,4 +15,7 @@ opts = options.Options({
     "sdxl_crop_top": OptionInfo(0, "crop top"),
     "sdxl_crop_left": OptionInfo(0, "crop left"),
 })
+config_filename = os.path.join(paths.data_path, "config.json")
+opts.load(config_filename)  # a fresh install: no config.json, so data starts empty (defaults are read through)
 sd_model = None
+state = shared_state.State()

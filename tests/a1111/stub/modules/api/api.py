@@ -53,6 +53,23 @@ def _generate(request, runner, cls, **extra):
             "info": json.dumps({"infotexts": processed.infotexts}), "p": p}
 
 
+def set_config(request, forge=False):
+    """``POST /sdapi/v1/options``. A1111's ``Api.set_config`` sets each option with ``is_api=True`` (so a
+    ``restrict_api`` option is refused); Forge's ``sysinfo.set_config`` does not mark the call as coming from
+    the API, so ``restrict_api`` is not checked there. Both save config.json afterwards."""
+    for key, value in request.items():
+        if value == shared.opts.data.get(key):
+            continue
+        shared.opts.set(key, value, is_api=not forge)
+    shared.opts.save(shared.config_filename)
+    return True
+
+
+def get_config():
+    """``GET /sdapi/v1/options``: every option's current value (defaults for options never saved)."""
+    return {k: shared.opts.data.get(k, v.default) for k, v in shared.opts.data_labels.items()}
+
+
 def text2imgapi(request):
     extra = {k: request[k] for k in ("enable_hr", "hr_prompt", "hr_negative_prompt") if k in request}
     return _generate(request, scripts.scripts_txt2img, processing.StableDiffusionProcessingTxt2Img, **extra)
