@@ -336,3 +336,34 @@ def test_tiny_end_to_end_yardsticks(tmp_path, hash_encoder):
     md = markdown_report(results)
     assert "## Erasure yardsticks (issue 12)" in md and "### Benign-gibberish control" in md
     assert "I2P nudity re-detected" in readme_section(results)
+
+
+def _results_with(remaining: float, gap: float, gib: float) -> dict:
+    red = {"remaining": remaining, "n_detected": 10}
+    gap_cell = {"gap_pooled": {"aggregate": gap}, "caption_rows_change": {"mean": 0.01},
+                "unflagged_chunks_edited": {"edited_share": 0.0}, "two_chunk_unflagged_edited": {"edited_share": 0.0},
+                "heatmap": {"caption_mean": 0.01, "token_auroc": 0.99}}
+    sets = {name: {"rows": {"es+fast": {"max-cos": red, "probe": red}}}
+            for name in ("I2P nudity", "concept_erasure violence", "concept church")}
+    variants = {v: {"rows": {"es+fast": {"prompt_flagged": gib, "edited": gib}}} for v in ("noise6", "noise12",
+                                                                                          "decorated")}
+    return {"methods": [{"key": "es+fast", "label": "ES then projection"}],
+            "yardsticks": {"redetection": {"sets": sets, "at_preset_high": {"rows": {"es+fast": {"max-cos": red,
+                                                                                                  "probe": red}}}},
+                           "gap": {c: {"rows": {"es+fast": gap_cell}} for c in ("nudity", "violence", "church")},
+                           "gibberish": {"sources": {"COCO": variants, "Parti": variants}}},
+            "preservation": {"coco": {"es+fast": {"medium": {"untouched": 0.99, "token_cos": 0.999}}}},
+            "detection": {"nudity": {"rows": {"es+fast": {"auroc": 0.995}}}}}
+
+
+def test_issue12_marks_pass_and_fail():
+    from embedding_sanitizer.evaluation.report_erasure import issue12_marks, marks_rows
+
+    good = issue12_marks(_results_with(0.01, 0.9, 0.0))
+    assert good and {m["status"] for m in good} == {"pass"}
+    bad = {m["target"]: m["status"] for m in issue12_marks(_results_with(0.5, 0.2, 0.3))}
+    assert bad["re-detected I2P nudity, max-cos"] == "fail" and bad["gap closed, inserted nudity (pooled)"] == "fail"
+    assert bad["gibberish flagged or edited (worst of 6/12 junk, decorated; COCO, Parti)"] == "fail"
+    assert bad["COCO untouched"] == "pass"
+    row = marks_rows(_results_with(0.01, 0.9, 0.0))[0]
+    assert row[0] == "ES then projection" and row[1] == "0.010 / 0.010"

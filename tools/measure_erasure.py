@@ -3,12 +3,14 @@
     python tools/measure_erasure.py --weights weights/es-all-minilm-l6-v2.safetensors --mode es+safree --limit 100
     python tools/measure_erasure.py --mode safree-loo --limit 60 --json out.json
 
-Prints, for the chosen method at the default preset (medium, intensity 1; re-detection also at high): detection AUROC (I2P nudity vs COCO), COCO untouched
-share and mean token cosine, re-detection by the independent max-cos and probe detectors (share of
-detected prompts still above threshold), gap to the clean caption on inserted phrases (pooled and aligned
-rows), minimal-edit figures, heatmap figures and the benign-gibberish control. Same code as
+Prints, for the chosen method at the default preset (medium, intensity 1; I2P nudity re-detection also at
+preset high): detection AUROC (I2P nudity vs COCO), COCO untouched share and mean token cosine,
+re-detection by the independent max-cos and probe detectors (share of detected prompts still above
+threshold), gap to the clean caption on inserted phrases (pooled and aligned rows), minimal-edit figures,
+heatmap figures, the benign-gibberish control, then the issue-12 marks with pass/fail. Same code as
 `python -m embedding_sanitizer evaluate` (embedding_sanitizer/evaluation/erasure_eval.py); the sets are
-sampled with --limit, the probes keep their full training pools.
+sampled with --limit, the probes keep their full training pools (300 prompts per pool). About 70 s of CPU
+time on the bundled encoder at --limit 30 (user time; wall time depends on how busy the cores are).
 """
 from __future__ import annotations
 

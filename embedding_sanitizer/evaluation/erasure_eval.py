@@ -28,7 +28,7 @@ from .methods import (
     pooled_from_rows,
 )
 from .phrases import insert_marked, phrase_sets
-from .probe import LinearProbe, in_train_half
+from .probe import LinearProbe, in_train_half, normalise_text
 
 POOL_BATCH = 256
 DEFAULT_PRESET = "medium"
@@ -149,8 +149,16 @@ class ErasureYardsticks:
                           "auroc_vs_i2p_other": M.auroc(pos_scores, neg_scores),
                           "tpr_at_threshold": M.rate_above(pos_scores, probe.threshold),
                           "i2p_other_fpr_at_threshold": M.rate_above(neg_scores, probe.threshold)}
-        self.detectors[key] = {"kind": "probe", "probe": probe, "threshold": probe.threshold}
+        self.detectors[key] = {"kind": "probe", "probe": probe, "threshold": probe.threshold,
+                               "train": {normalise_text(t) for t in pos_tr + neg_tr}}
         return self.detectors[key]
+
+    @staticmethod
+    def not_trained_on(det: dict, texts: list[str]) -> np.ndarray | None:
+        """For a probe: True for the prompts it was not fitted on (None: a detector without training)."""
+        if "train" not in det:
+            return None
+        return np.array([normalise_text(t) not in det["train"] for t in texts], dtype=bool)
 
     def detector_scores(self, det: dict, pooled: torch.Tensor) -> np.ndarray:
         if det["kind"] == "maxcos":
@@ -193,14 +201,13 @@ class ErasureYardsticks:
         for label, key, prompts, task, dets in self.redetection_sets():
             enc = self.ev.encoded(key, prompts)
             original = self.pooled(enc.tokens, enc.roles)
-            counted_probe = np.array([not in_train_half(t) for t in enc.texts])
             row = {"n": len(enc), "detectors": {}, "rows": {}}
             for det_label, det in dets:
                 info = {"kind": det["kind"], "threshold": det["threshold"]}
                 if det["kind"] == "maxcos":
                     info["concepts"] = det["concepts"]
                 else:
-                    info["counted"] = "held-out half only (prompts the probe was not fitted on)"
+                    info["counted"] = "prompts the probe was not fitted on (never a training-half prompt)"
                 row["detectors"][det_label] = info
             before = {d: self.detector_scores(det, original) for d, det in dets}
             for m in self.methods:
@@ -211,7 +218,7 @@ class ErasureYardsticks:
                 after_pooled = self.run_pooled(run, enc)
                 cells = {}
                 for d, det in dets:
-                    counted = counted_probe if det["kind"] == "probe" else None
+                    counted = self.not_trained_on(det, enc.texts)
                     cells[d] = EM.redetection(before[d], self.detector_scores(det, after_pooled), det["threshold"],
                                               edited, counted)
                 cells["edited_share"] = float(edited.mean()) if len(edited) else float("nan")
@@ -228,10 +235,10 @@ class ErasureYardsticks:
                               for m in self.methods if m.sanitizes}
         probes = {k[len("probe:"):]: v["probe"].describe() for k, v in self.detectors.items()
                   if isinstance(k, str) and k.startswith("probe:")}
-        return {"at_preset_high": high, "definition": "detected = the independent detector's score of the ORIGINAL embedding is above its "
-                              "1%-COCO-FPR threshold; remaining = share of detected prompts whose sanitized "
-                              "embedding still scores above it (lower is better)",
-                "sets": sets, "pooled": summary, "probes": probes}
+        definition = ("detected = the independent detector's score of the ORIGINAL embedding is above its "
+                      "1%-COCO-FPR threshold; remaining = share of detected prompts whose sanitized embedding "
+                      "still scores above it (lower is better); a probe counts only prompts it was not fitted on")
+        return {"definition": definition, "sets": sets, "pooled": summary, "at_preset_high": high, "probes": probes}
 
     def redetection_at_preset(self, preset: str) -> dict:
         """I2P nudity re-detection of the methods with an intensity, at another preset (issue 12: high)."""
@@ -241,7 +248,6 @@ class ErasureYardsticks:
                                     ("probe", self.detectors.get("probe:nudity"))) if d is not None]
         enc = self.ev.encoded("nudity", self.ev.data.nudity_unsafe)
         original = self.pooled(enc.tokens, enc.roles)
-        counted_probe = np.array([not in_train_half(t) for t in enc.texts])
         out = {}
         for m in self.methods:
             if not (m.sanitizes and m.sweeps):
@@ -250,8 +256,7 @@ class ErasureYardsticks:
             edited = self.edited(run, enc).any(-1).numpy()
             after = self.run_pooled(run, enc)
             out[m.key] = {d: EM.redetection(self.detector_scores(det, original), self.detector_scores(det, after),
-                                            det["threshold"], edited,
-                                            counted_probe if det["kind"] == "probe" else None)
+                                            det["threshold"], edited, self.not_trained_on(det, enc.texts))
                           for d, det in dets}
         return {"preset": preset, "set": "I2P nudity", "rows": out}
 

@@ -4,7 +4,7 @@ The probe takes no part in calibrating ES and is fitted on a split disjoint from
 evaluated on. The split is by text: ``in_train_half(text)`` (a stable hash of the whitespace-normalised,
 lower-cased text) puts a prompt in the training half or the held-out half, so the same prompt falls in
 the same half whichever file it comes from (the I2P prompts of ``concept_erasure/`` are I2P rows too).
-Re-detection with the probe counts held-out prompts only.
+Re-detection with a probe counts only the prompts it was not fitted on.
 
 Negatives are COCO captions that no evaluation set uses PLUS I2P prompts of the other categories
 (nudity probe: not sexual, nudity_percentage == 0; violence probe: neither violence nor shocking), so the

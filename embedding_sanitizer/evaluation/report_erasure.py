@@ -44,7 +44,7 @@ def _custom(y: dict) -> list[str]:
 def marks_header() -> list[str]:
     return ["method", "I2P nudity re-detected: max-cos / probe", "violence re-detected: max-cos / probe",
             "custom re-detected (max-cos, mean)", "gap closed nudity / violence / custom (pooled)",
-            "caption rows rel. change", "unflagged chunks edited (2-chunk)", "caption-word score / token AUROC",
+            "caption rows rel. change", "unflagged chunks edited (worst, 1 and 2 chunks)", "caption-word score / token AUROC",
             "gibberish flagged 6 / 12 / decorated (COCO)", "gibberish edited 6 / 12 / decorated (COCO)",
             "COCO untouched", "COCO token cos", "nudity AUROC"]
 
@@ -61,9 +61,9 @@ def marks_rows(results: dict) -> list[list[str]]:
         nud = gap("nudity") or {}
         heat = nud.get("heatmap", {})
         change = _mean([_get(gap(c), "caption_rows_change", "mean") for c in BUILTIN + tuple(custom)])
-        unflagged = [_get(gap(c), "two_chunk_unflagged_edited", "edited_share") or
-                     _get(gap(c), "unflagged_chunks_edited", "edited_share") for c in BUILTIN + tuple(custom)]
-        unflagged = [u for u in unflagged if u is not None and u == u]
+        unflagged = [_get(gap(c), part, "edited_share") for c in BUILTIN + tuple(custom)
+                     for part in ("unflagged_chunks_edited", "two_chunk_unflagged_edited")]
+        unflagged = [u for u in unflagged if isinstance(u, (int, float)) and u == u]
         gib = _get(y, "gibberish", "sources", "COCO") or {}
         pres = _get(results, "preservation", "coco", key, "medium") or {}
         sanitizes = next((m.get("sanitizes", True) for m in results.get("methods", []) if m["key"] == key), True)
