@@ -12,6 +12,8 @@ at the default setting (intensity 1, threshold 0.5), on the bundled encoder:
   phrase has a flagged token, and the token AUROC;
 * the sanitize time per prompt and the subspace build time.
 
+A third column gives the learned sanitizer (mode es, the shipped weights) on the same prompts, for reference.
+
 Prompts are read from ../shared/data (never copied) and tokenized word by word as `evaluate` does.
 
     .venv/bin/python tools/measure_hard_negatives.py [--coco 2000] [--data DIR]
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedding_sanitizer.concepts import SubspaceCache  # noqa: E402
+from embedding_sanitizer.encoders.select import default_weights_path  # noqa: E402
+from embedding_sanitizer.weights_io import load_es  # noqa: E402
 from embedding_sanitizer.encoders.minilm import MiniLMEncoder  # noqa: E402
 from embedding_sanitizer.evaluation import metrics as M  # noqa: E402
 from embedding_sanitizer.evaluation.datasets import COCO_FILE, FULL_SIZES, I2P_SEXUAL_FILE, load_i2p_nudity, load_prompts  # noqa: E402
@@ -76,12 +80,23 @@ def main() -> None:
     task = Task("harm", tuple(DEFAULT_CONCEPTS))
     n = len(entries)
     columns = {}
-    for name, cache in (("before (no contrast gate)", SubspaceCache(references=False)),
-                        ("after (contrast gate)", SubspaceCache())):
-        method = SanitizerMethod("fast", name, Sanitizer(encoder, cache=cache), mode="safree", detector="fast")
-        t = time.perf_counter()
-        cache.get(encoder, task.concepts)
-        build_s = time.perf_counter() - t
+    es_path = default_weights_path(encoder)
+    es_model, es_meta = (load_es(es_path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+                                 width=encoder.width) if es_path else (None, {}))
+    variants = [("before (no contrast gate)", SubspaceCache(references=False), "safree"),
+                ("after (contrast gate)", SubspaceCache(), "safree")]
+    if es_model is not None:
+        variants.append(("es, shipped weights", SubspaceCache(references=False), "es"))
+    for name, cache, mode in variants:
+        sanitizer = Sanitizer(encoder, es_model, es_meta, cache=cache)
+        if mode == "es":
+            method = SanitizerMethod("es", name, sanitizer, mode="es", score="prompt")
+            build_s = float("nan")
+        else:
+            method = SanitizerMethod("fast", name, sanitizer, mode="safree", detector="fast")
+            t = time.perf_counter()
+            cache.get(encoder, task.concepts)
+            build_s = time.perf_counter() - t
         runs, per_prompt = {}, {}
         for key, enc in sets.items():
             t = time.perf_counter()
@@ -112,7 +127,7 @@ def main() -> None:
     for key in columns[names[0]]:
         print(f"{key:{width}}  " + "  ".join(f"{columns[c][key]:>26}" for c in names))
     print("\nsettings: mode safree, detector fast, intensity 1 (preset medium, threshold 0.5), eos_policy project, "
-          "concepts = settings.DEFAULT_CONCEPTS")
+          "concepts = settings.DEFAULT_CONCEPTS; es: the same preset, prompt score from the whole-prompt detector")
 
 
 if __name__ == "__main__":
