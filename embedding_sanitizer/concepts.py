@@ -18,6 +18,18 @@ REFERENCE_UNSAFE = 100  # at least this many generated unsafe prompts
 REFERENCE_UNSAFE_MAX = 600  # and at most this many
 REFERENCE_BENIGN = 100  # generated benign prompts added to the benign reference bank
 BENIGN_BANK_CONCEPTS = ("nudity", "violence")  # the generator's benign prompts for the (shared) benign bank
+CAUSAL_LAYOUT_PREFIXES = ("sd1-", "sd2-", "sdxl-", "clip")
+
+
+def gate_applies(layout) -> bool:
+    """Whether the fast detector's contrast gate is used with this encoder layout.
+
+    Only for encoders whose rows see the words on both sides (the bundled BERT, T5). In CLIP, which is causal,
+    a row does not see the words after it: the row of "nude" in "a nude leather belt" is the row of "nude" in
+    "a nude person", so a benign reference that starts like the prompt matches it exactly and the gate
+    lowered unsafe words (found with the A1111 stand-in's random CLIP). Not measured on a real CLIP yet.
+    """
+    return not layout.name.startswith(CAUSAL_LAYOUT_PREFIXES)
 REFERENCE_BATCH = 64
 REFERENCE_SEED = 0
 
@@ -161,12 +173,13 @@ class SubspaceCache:
             return hit
         log.info("building concept subspace for %d concept(s) on encoder %s", len(concepts), encoder.name)
         with torch.inference_mode():
+            references = self.references and gate_applies(encoder.layout)
             neutral = self._neutral.get(encoder.cache_key)
             if neutral is None:  # the neutral prompts and the benign bank are built once per encoder
                 words, tail = neutral_rows(encoder)
-                benign = benign_bank(encoder, words.mean(0)) if self.references else None
+                benign = benign_bank(encoder, words.mean(0)) if references else None
                 neutral = self._neutral[encoder.cache_key] = (words, tail, benign)
-            built = build_subspace(encoder, concepts, neutral[:2], references=self.references, benign=neutral[2])
+            built = build_subspace(encoder, concepts, neutral[:2], references=references, benign=neutral[2])
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))
