@@ -12,6 +12,14 @@ detection comes in two flavours:
   its norm, relative to a neutral centre, that lies in the span of the
   (centred) concept vectors; the share is mapped to [0, 1] with the null
   distribution measured on neutral reference prompts by the same encoder.
+  A candidate row (score >= ``CONTRAST_MIN_SCORE``) is then checked in its
+  context against two reference banks the same encoder built from text this
+  project writes (``concepts.reference_banks``): the concept words inside
+  generated unsafe prompts, and benign rows (neutral prompts, compounds and
+  idioms such as "naked eye" or "blood orange"). The row together with its
+  neighbouring word rows (``context_vectors``) keeps its score only when its
+  nearest unsafe reference is closer than its nearest benign one
+  (``contrast_gate``); training-free, one small matrix product per candidate.
 
 Projections follow the released code's order, ``(I - P_C) P_I e``, for the
 leave-one-out detector, and a centred concept removal
@@ -31,6 +39,10 @@ SVF_STEPS = 50
 SVF_UP = 10.0
 SVF_SLOPE = 2.5  # k in round(U * sigmoid(2k (10 beta - c)))
 SVF_CENTER = 5.333
+CONTEXT_WEIGHT = 1.0  # weight of the mean neighbouring word row in a context vector
+CONTRAST_TEMPERATURE = 0.02  # the gate goes from 0.27 to 0.73 over this change of the cosine margin
+CONTRAST_MIN_SCORE = 0.2  # rows scoring below this are not looked up (their score stays under it anyway)
+CONTRAST_MARGIN = 0.04  # a benign reference must be this much closer than every unsafe one to lower a score
 
 
 def projector(vectors: torch.Tensor) -> torch.Tensor:
@@ -96,6 +108,8 @@ class ConceptSubspace:
     calibration: NullCalibration
     word_dirs: torch.Tensor | None = None  # [K, D] unit centred concept word rows (nearest-concept lookup)
     encoder_fingerprint: str = ""
+    unsafe_refs: torch.Tensor | None = None  # [Nu, D] context vectors of concept words in generated unsafe prompts
+    benign_refs: torch.Tensor | None = None  # [Nb, D] context vectors of benign reference rows
 
     def __post_init__(self) -> None:
         if self.word_dirs is None:
@@ -115,10 +129,50 @@ class ConceptSubspace:
         return ((rows.to(torch.float32) - self.word_center) @ self.word_dirs.T).argmax(dim=-1)
 
 
+def context_vectors(rows: torch.Tensor, roles: torch.Tensor, center: torch.Tensor,
+                    weight: float = CONTEXT_WEIGHT) -> torch.Tensor:
+    """Unit context vector ``[B, T, D]`` of every word row: its unit centred row plus ``weight`` times the
+    mean unit centred row of its word neighbours (previous and next word rows; BOS, EOS and padding are
+    not neighbours, so chunks never mix). Zero on rows that are not words."""
+    word = roles == ROLE_WORD
+    unit = torch.nn.functional.normalize(rows.to(torch.float32) - center, dim=-1) * word.unsqueeze(-1)
+    wf = word.to(unit.dtype)
+    neighbours = torch.zeros_like(unit)
+    count = torch.zeros_like(wf)
+    neighbours[:, 1:] += unit[:, :-1]
+    count[:, 1:] += wf[:, :-1]
+    neighbours[:, :-1] += unit[:, 1:]
+    count[:, :-1] += wf[:, 1:]
+    mixed = unit + weight * neighbours / count.clamp_min(1).unsqueeze(-1)
+    return torch.nn.functional.normalize(mixed, dim=-1) * word.unsqueeze(-1)
+
+
+def contrast_gate(vectors: torch.Tensor, unsafe_refs: torch.Tensor, benign_refs: torch.Tensor,
+                  margin: float = CONTRAST_MARGIN, temperature: float = CONTRAST_TEMPERATURE) -> torch.Tensor:
+    """``sigmoid((max cos to an unsafe reference - max cos to a benign reference + margin) / temperature)``
+    for unit vectors ``[N, D]``: near 1 when the nearest reference is unsafe, near 0 when a benign one is
+    clearly nearer."""
+    unsafe = (vectors @ unsafe_refs.T).amax(-1)
+    benign = (vectors @ benign_refs.T).amax(-1)
+    return torch.sigmoid((unsafe - benign + margin) / temperature)
+
+
 def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
-    """Fast detector: score ``[B, T]`` in [0, 1] for word rows, 0 elsewhere."""
+    """Fast detector: score ``[B, T]`` in [0, 1] for word rows, 0 elsewhere.
+
+    The relevance score of a candidate row is multiplied by its contrast gate when the subspace carries
+    reference banks; rows under ``CONTRAST_MIN_SCORE`` keep their (low) relevance score.
+    """
     rel = relevance(rows, subspace.word_basis, subspace.word_center)
-    return torch.where(roles == ROLE_WORD, subspace.calibration.score(rel), torch.zeros_like(rel))
+    scores = torch.where(roles == ROLE_WORD, subspace.calibration.score(rel), torch.zeros_like(rel))
+    if subspace.unsafe_refs is None or subspace.benign_refs is None:
+        return scores
+    candidates = scores >= CONTRAST_MIN_SCORE
+    if not bool(candidates.any()):
+        return scores
+    vectors = context_vectors(rows, roles, subspace.word_center)[candidates]
+    gate = contrast_gate(vectors, subspace.unsafe_refs, subspace.benign_refs)
+    return scores.masked_scatter(candidates, scores[candidates] * gate)
 
 
 def fast_project(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:

@@ -68,3 +68,41 @@ NEUTRAL_PROMPTS = (
     "a knight in shining armor holding a sword",
     "a museum hall with marble statues",
 )
+
+# Benign senses of words that also name unsafe concepts, written for this project. With the calibration
+# corpus's hard negatives (corpus/wordlists.py) and the neutral prompts above they form the fast detector's
+# benign reference bank (``concepts.reference_banks``). The evaluation's hard-negative list
+# (evaluation/hard_negatives.csv) is held out: tests/test_hard_negatives.py checks that no entry overlaps.
+BENIGN_SENSES = (
+    # nudity words in benign senses
+    "nude eyeshadow", "nude pumps", "a nude leather belt", "a nude knit sweater", "a nude ceramic vase",
+    "nude suede boots", "a nude shade of foundation", "a nude linen tablecloth",
+    "naked ambition", "naked oats in a bowl", "a naked pizza crust", "a naked burrito bowl",
+    "a naked steel beam", "a naked brick chimney", "the naked night sky",
+    "bare mountain peaks", "a bare plaster wall", "a bare cupboard", "a bare tabletop", "bare fields in winter",
+    "bare stone steps", "bare earth", "a bare mattress on the floor",
+    "goose breast with plums", "breast of veal", "the breast feathers of a pigeon", 
+    "a strip of leather", "a strip of sunlight on the floor", "strip lights in a warehouse", "a strip loin roast",
+    "orange skin", "apple skin", "a goatskin drum", "a pigskin football", "a moleskin notebook", "tomato skin",
+    "exposed pipes in a loft", "an exposed rock face", "an exposed stone wall", "a double exposure photograph",
+    "hot chocolate", "a hot tub on a deck", "a long-tailed tit", "a coal tit", "a woodcock in the leaves",
+    "a peacock", "a cockpit", "a bust of napoleon", "a pussycat", "an adult swim class", "an adult ticket",
+    "an adult giraffe", "a shower head", "a rain shower", "a bath mat", "a bath toy duck", "stocking stuffers",
+    "a latex balloon", "a car body", "lustrous pearls", "a bodysuit for diving", "a kinked garden hose",
+    # violence words in benign senses
+    "a blood test tube rack", "the bloodline of a racehorse", "a blood donation drive", "a blood sugar meter",
+    "a blood type card", "bug killer spray", "a killer view from the summit", "a deadline on a calendar",
+    "a dead calm lake", "dead tired hikers", "a deadpan comedian", "a corpse reviver cocktail",
+    "a wound spring", "a wound up toy", "a price war sign", "a cut of beef", "a bloody good cup of tea",
+    "a dead tree stump", "a shooting guard in basketball",
+    "a skull shaped candle",
+    "a battle reenactment in a park", "a fighting fish in a bowl",
+    "a fight scene in a cartoon", "a crash test dummy", "a violent storm at sea", "a war horse statue",
+    # weapon words in benign senses
+    "a caulking gun", "a grease gun", "a tattoo gun", "a bubble gun", "a temperature gun", "a bread knife",
+    "a cheese knife", "a craft knife", "an oyster knife", "a sword plant in an aquarium", "a swordtail fish",
+    "a pickaxe", "a bomb cyclone", "a bullet list", "a bullet cactus", "a pistol grip drill", "cannon beach",
+    "a ceiling fan blade", "an ice skate blade", "troubleshooting a laptop", "a camera shutter trigger",
+    "a water tank on a roof", "a rocket launch", "a toy sword",
+    "an arrow on a map", "a fencing sword", "a bowling ball", "a slingshot toy",
+)

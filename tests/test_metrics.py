@@ -224,6 +224,10 @@ def test_tiny_end_to_end_evaluation(tmp_path, hash_encoder):
     assert results["erasure"]["copro"]["overall"]["none"]["medium"]["pooled"]["aggregate"] == 0.0
     assert [p["preset"] for p in results["sweep"]["fast"]] == ["low", "medium"]
     assert set(results["detection"]["concepts"]) == set(D.GENERAL_CONCEPTS)
+    hard = results["hard_negatives"]
+    assert hard["n_prompts"] == 2 * hard["n_entries"] >= 400
+    assert set(hard["rows"]) == {"none", "blacklist", "safree", "fast", "es", "es+fast"}  # maxcos edits nothing
+    assert hard["rows"]["none"]["edited"] == 0.0
     assert {t["status"] for t in results["targets"]} <= {"pass", "fail", "n/a"}
     results["meta"] = {"date": "2000-01-01", "command": "python -m embedding_sanitizer evaluate", "encoder": "hash"}
     readme = tmp_path / "README.md"

@@ -103,3 +103,68 @@ def test_relevance_and_null_calibration():
     cal = NullCalibration.from_samples(torch.rand(1000, generator=gen) * 0.3)
     assert float(cal.score(torch.tensor(cal.crossing))) == 0.5
     assert float(cal.score(torch.tensor(0.9))) > 0.99
+
+
+def test_context_vectors_mix_only_word_neighbours_of_the_same_chunk():
+    from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+    from embedding_sanitizer.projection import context_vectors
+
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(1, 8, 6, generator=gen)
+    # two chunks of four: BOS w w EOS | BOS w EOS PAD
+    roles = torch.tensor([[ROLE_BOS, ROLE_WORD, ROLE_WORD, ROLE_EOS, ROLE_BOS, ROLE_WORD, ROLE_EOS, ROLE_PAD]])
+    center = torch.zeros(6)
+    got = context_vectors(rows, roles, center, weight=1.0)
+    unit = torch.nn.functional.normalize(rows[0], dim=-1)
+    expect1 = torch.nn.functional.normalize(unit[1] + unit[2], dim=-1)  # its only word neighbour is row 2
+    assert torch.allclose(got[0, 1], expect1, atol=1e-6)
+    assert torch.allclose(got[0, 2], torch.nn.functional.normalize(unit[2] + unit[1], dim=-1), atol=1e-6)
+    assert torch.allclose(got[0, 5], unit[5], atol=1e-6)  # no word neighbour: the row alone
+    assert (got[0, [0, 3, 4, 6, 7]] == 0).all()
+
+
+def test_contrast_gate_formula():
+    from embedding_sanitizer.projection import contrast_gate
+
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    unsafe = torch.tensor([[1.0, 0.0]])
+    benign = torch.nn.functional.normalize(torch.tensor([[0.6, 0.8]]), dim=-1)
+    got = contrast_gate(v, unsafe, benign, margin=0.05, temperature=0.1)
+    expected = torch.sigmoid((torch.tensor([1.0 - 0.6, 0.0 - 0.8]) + 0.05) / 0.1)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def _subspace(d=16, k=3, seed=4, banks=True):
+    from embedding_sanitizer.projection import ConceptSubspace
+
+    gen = torch.Generator().manual_seed(seed)
+    words = torch.randn(k, d, generator=gen)
+    center = torch.zeros(d)
+    basis = orthonormal_basis(words)
+    refs = {}
+    if banks:
+        refs = dict(unsafe_refs=torch.nn.functional.normalize(words, dim=-1),
+                    benign_refs=torch.nn.functional.normalize(torch.randn(5, d, generator=gen), dim=-1))
+    return ConceptSubspace(concepts=tuple("abc"[:k]), pooled=words, words=words, projector=projector(words),
+                           word_center=center, pooled_center=center, word_basis=basis, pooled_basis=basis,
+                           calibration=NullCalibration(0.5, 0.1), **refs), words, gen
+
+
+def test_fast_scores_gate_only_lowers_candidate_scores_in_place():
+    from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_WORD
+    from embedding_sanitizer.projection import CONTRAST_MIN_SCORE, context_vectors, contrast_gate, fast_scores
+
+    gated, words, gen = _subspace()
+    plain, _, _ = _subspace(banks=False)
+    rows = torch.randn(2, 6, 16, generator=gen)
+    rows[0, 2] = words[1] * 3  # a concept row: a candidate
+    roles = torch.tensor([[ROLE_BOS] + [ROLE_WORD] * 4 + [ROLE_EOS]] * 2)
+    base = fast_scores(rows, roles, plain)
+    got = fast_scores(rows, roles, gated)
+    assert (got <= base + 1e-7).all()
+    candidates = base >= CONTRAST_MIN_SCORE
+    assert bool(candidates[0, 2])
+    gate = contrast_gate(context_vectors(rows, roles, gated.word_center)[candidates], gated.unsafe_refs,
+                         gated.benign_refs)
+    assert torch.allclose(got[candidates], base[candidates] * gate, atol=1e-6)
+    assert torch.equal(got[~candidates], base[~candidates])

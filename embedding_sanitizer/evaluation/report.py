@@ -150,6 +150,15 @@ def markdown_report(results: dict) -> str:
                           (f"[{fmt(r['auroc_ci'][0])}, {fmt(r['auroc_ci'][1])}]" if r.get("auroc_ci") else "–"),
                           fmt(r.get("tpr_at_1pct_fpr")), fmt(r.get("threshold")),
                           fmt(r.get("fpr_parti_at_threshold"))] for k, r in nud.items()]), ""]
+    hard = results.get("hard_negatives", {})
+    if hard.get("rows"):
+        lines += ["### Hard negatives edited", "",
+                  f"Benign compounds and idioms with a concept word (`{hard.get('file')}`, {hard.get('n_entries')} "
+                  "entries written for this project, held out from every calibration text), each alone and in a "
+                  "short caption; share of prompts with any row changed (lower is better).", "",
+                  table(["method", "hard negatives edited", "phrases alone", "in captions"],
+                        [[_label(results, k), fmt(r.get("edited")), fmt(r.get("edited_phrases")),
+                          fmt(r.get("edited_captions"))] for k, r in hard["rows"].items()]), ""]
     sweep = results.get("sweep", {})
     if sweep:
         rows = []

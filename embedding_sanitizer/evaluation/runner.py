@@ -14,6 +14,7 @@ import torch
 from ..settings import DEFAULT_CONCEPTS, PRESETS
 from . import metrics as M
 from .datasets import GENERAL_CONCEPTS, EvalData
+from .hard_negatives import hard_negative_prompts, load_hard_negatives
 from .methods import (
     DEFAULT_BLACKLIST, CachingEncoder, Encoded, Method, Run, Task, WordTokenizer, build_methods, encode_texts, encode_words,
     phrase_blacklist, pooled_from_rows,
@@ -171,6 +172,7 @@ class Evaluation:
         n += len(self.active) * len(cats) * 2
         n += sum(len(self.presets) - 1 for m in self.active if m.sweeps and m.sanitizes) * (1 + len(cats))
         n += len(self.active) * len(self.data.general) * 4
+        n += len(self.active)  # hard negatives
         return n
 
     # -- the whole evaluation ----------------------------------------------------------------
@@ -204,6 +206,7 @@ class Evaluation:
                     results["preservation"]["parti"][m.key] = {DEFAULT_PRESET: self.preservation(
                         self.run(m, "parti", parti, self.harm_task()), parti)}
                 self._step(f"preservation {m.key}")
+            results["hard_negatives"] = self.hard_negatives()
             copro = self.copro()
             results["detection"]["copro"] = copro["detection"]
             results["erasure"] = {"copro": copro["erasure"]}
@@ -236,6 +239,21 @@ class Evaluation:
         return {"unsafe": "I2P sexual, nudity_percentage >= 50", "benign": "COCO captions",
                 "concepts": list(task.concepts), "safree_concepts": list(task.released_concepts),
                 "rows": rows, "roc": roc}
+
+    def hard_negatives(self) -> dict:
+        """Share of the hard-negative list (each phrase alone and in its caption) that a method edits."""
+        entries = load_hard_negatives()
+        enc = self.encoded("hard_negatives", hard_negative_prompts(entries))
+        n = len(entries)
+        rows = {}
+        for m in self.active:
+            if m.sanitizes:
+                run = self.run(m, "hard_negatives", enc, self.harm_task())
+                changed = ((run.embeddings != enc.tokens).any(-1) & enc.relevant).any(-1).numpy()
+                rows[m.key] = {"edited": float(changed.mean()), "edited_phrases": float(changed[:n].mean()),
+                               "edited_captions": float(changed[n:].mean()), "n_edited": int(changed.sum())}
+            self._step(f"hard negatives {m.key}")
+        return {"n_entries": n, "n_prompts": len(enc), "file": "evaluation/hard_negatives.csv", "rows": rows}
 
     def localisation(self, task: Task, phrases, seed: int, captions: list[str] | None = None,
                      key: str = "loc") -> dict:
