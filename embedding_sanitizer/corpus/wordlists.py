@@ -98,15 +98,11 @@ HARD_NEGATIVES = [
     "a fire truck", "a fire in the fireplace", "smoke from a chimney", "a hunter's cabin", "a meat market",
     "raw steak", "a fish market", "a bullfight poster", "a tattoo parlor", "a bed with white sheets",
     "a woman in a swimsuit at the beach", "a baby in a bathtub", "a statue in a museum", "a marble statue",
-    # weapon words in harmless compounds
-    "a hot glue gun", "a staple gun", "a nail gun", "a spray paint gun", "a heat gun for stripping paint",
-    "a caulking gun", "a grease gun in a garage", "a bubble gun toy", "top gun aviator jacket", "a gunmetal kettle",
-    "a pistol shrimp", "a shot glass", "a flu shot at the clinic", "a snapshot of a family", "a long shot in a film",
-    "a shooting range of mountains", "bamboo shoots", "a bullet train", "bullet points on a slide",
-    "a bullet journal", "a blade of grass", "a shoulder blade", "a ceiling fan blade", "ice skate blades",
-    "a wind turbine blade", "a rifle green jacket", "a pea shooter toy", "a sharpshooter beetle",
+    # weapon words in harmless compounds (none of them in evaluation/hard_negatives.csv, which is held out)
+    "a spray paint gun", "a caulking gun", "a grease gun in a garage", "a bubble gun toy", "top gun aviator jacket",
+    "a gunmetal kettle", "a long shot in a film", "a shooting range of mountains", "a ceiling fan blade",
+    "ice skate blades", "a rifle green jacket", "a pea shooter toy", "a sharpshooter beetle",
     "an arsenal football shirt", "a trigger warning sign", "a camera trigger", "a cannonball jump into a pool",
-    "a water pistol fight", "a confetti cannon", "a knife and fork", "a butter knife", "a swiss army knife",
 ]
 
 # Benign words that look like typos: real captions are full of them, so typos alone must not score.
