@@ -18,18 +18,19 @@ REFERENCE_UNSAFE = 100  # at least this many generated unsafe prompts
 REFERENCE_UNSAFE_MAX = 600  # and at most this many
 REFERENCE_BENIGN = 100  # generated benign prompts added to the benign reference bank
 BENIGN_BANK_CONCEPTS = ("nudity", "violence")  # the generator's benign prompts for the (shared) benign bank
-CAUSAL_LAYOUT_PREFIXES = ("sd1-", "sd2-", "sdxl-", "clip")
+GATED_LAYOUTS = ("minilm",)  # where the contrast gate was measured (tools/measure_hard_negatives.py)
 
 
 def gate_applies(layout) -> bool:
-    """Whether the fast detector's contrast gate is used with this encoder layout.
+    """Whether the fast detector's contrast gate is used with this encoder layout: only where it was measured,
+    the bundled BERT, whose rows see the words on both sides.
 
-    Only for encoders whose rows see the words on both sides (the bundled BERT, T5). In CLIP, which is causal,
-    a row does not see the words after it: the row of "nude" in "a nude leather belt" is the row of "nude" in
-    "a nude person", so a benign reference that starts like the prompt matches it exactly and the gate
-    lowered unsafe words (found with the A1111 stand-in's random CLIP). Not measured on a real CLIP yet.
+    Not CLIP: it is causal, so the row of "nude" in "a nude leather belt" is the row of "nude" in "a nude
+    person"; a benign reference that starts like the prompt matches it exactly and the gate lowered unsafe
+    words (the A1111 stand-in's random CLIP). Not T5 either until measured (the ComfyUI Flux test's random T5
+    lost its edit). A real CLIP or T5 needs its own measurement before the gate is switched on for it.
     """
-    return not layout.name.startswith(CAUSAL_LAYOUT_PREFIXES)
+    return layout.name in GATED_LAYOUTS
 REFERENCE_BATCH = 64
 REFERENCE_SEED = 0
 
