@@ -150,7 +150,7 @@ def _checked_state(path: Path, config: ESConfig) -> dict[str, torch.Tensor]:
             keys = list(handle.keys())
             unexpected = sorted(set(keys) - set(expected))
             missing = sorted(set(expected) - set(keys))
-            if unexpected or set(missing) - set(PROMPT_BUFFERS):
+            if unexpected or set(missing) - set(OPTIONAL_BUFFERS):
                 raise WeightsMismatch(f"{name} does not match this version's ES model (missing {missing}, "
                                       f"unexpected {unexpected}): calibrate it again")
             for key in keys:  # shapes from the header: nothing is read yet

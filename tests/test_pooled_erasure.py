@@ -91,3 +91,14 @@ def test_the_head_learns_a_known_linear_contamination():
     # with nothing to learn (the base already is the clean vector), the head does not make it worse
     head2, figures2 = fit_pooled_head(torch.cat([concept, clean], -1), clean, clean, val)
     assert figures2["pooled_head_val_closed"] >= -0.05
+
+
+def test_weights_from_before_the_pooled_head_load_without_it():
+    from embedding_sanitizer.paths import WEIGHTS_DIR
+    from embedding_sanitizer.weights_io import load_es
+
+    previous = sorted((WEIGHTS_DIR / "previous").glob("*.safetensors"))
+    assert previous, "the previous weights (the evaluate baseline) are missing"
+    model, meta = load_es(previous[0])
+    assert not model.config.pooled_head and model.pooled_head() is None
+    assert model.config.edit_scope == "chunk"  # its own rule, recorded in the file
