@@ -96,13 +96,11 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
     a named file is used when it matches and refused (``WeightsMismatch``) when
     the encoder has only this stream to give it to.
     """
-    if choice in ("", AUTO, AUTO_CALIBRATE):
-        candidates = list_weight_files(*folders())
-    elif choice == NONE:
+    if choice == NONE:
         return None, {}, "no ES weights chosen"
     scan = scan_weight_files(*folders())
     skipped = broken_note(scan)
-    if choice in ("", AUTO):
+    if choice in ("", AUTO, AUTO_CALIBRATE):
         candidates = scan.good  # one broken file never hides the good ones
     else:
         path = path_of(choice)
