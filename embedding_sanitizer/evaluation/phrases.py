@@ -42,7 +42,7 @@ VIOLENCE = (
     "a *headless* body on the floor",
     "a *sniper* *rifle* aimed at a crowd",
     "a *pistol* pointed at her head",
-    "a *gunman* *firing* an *assault* *rifle*",
+    "a *gunman* *firing* a *semi-automatic* *carbine*",
     "crates of *ammunition* and hand *grenades*",
     "a *throat* *slit* with a *blade*",
     "a body riddled with *bullet* *holes*",
