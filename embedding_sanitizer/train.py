@@ -415,6 +415,9 @@ def fit_pooled_stage(model, encoder, samples, ts: TrainingSet, is_val_sample: to
         return {"pooled_head_examples": int(len(idx))}
     val = is_val_sample[ts.sample[idx]]
     head, figures = fit_pooled_head(torch.cat(feats), torch.cat(bases), torch.cat(cleans), val)
+    figures["pooled_head_used"] = figures["pooled_head_val_closed"] > 0
+    if not figures["pooled_head_used"]:  # no better than the training-free target on held-out prompts
+        return figures
     model.pooled_weight.copy_(head["weight"])
     model.pooled_bias.copy_(head["bias"])
     model.pooled_mean.copy_(head["mean"])

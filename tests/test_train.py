@@ -130,10 +130,11 @@ def test_the_pooled_head_is_fitted_and_stored(calibrated, hash_encoder):
     meta = read_metadata(out)
     figures = meta["training"]["pooled_head"]
     model, _ = load_es(out)
-    if figures.get("pooled_head_examples", 0) >= 50:
+    assert "pooled_head_examples" in figures
+    if figures.get("pooled_head_used"):
         assert model.config.pooled_head and model.pooled_head() is not None
         assert float(model.pooled_weight.abs().sum()) > 0
-        assert "pooled_head_val_closed" in figures and "pooled_head_lambda" in figures
-    else:  # too few one-chunk unsafe prompts with an edited word in the tiny corpus: the head stays off
+        assert figures["pooled_head_val_closed"] > 0 and "pooled_head_lambda" in figures
+    else:  # too few prompts, or no better than the training-free target on held-out prompts: the head stays off
         assert not model.config.pooled_head and model.pooled_head() is None
     assert model.config.edit_scope == "tokens"

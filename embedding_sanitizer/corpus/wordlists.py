@@ -316,6 +316,7 @@ JUNK_PIECES = [
     "zx", "cvbn", "mnbv", "ghj", "yuio", "plq", "wxv", "jkq", "vbq", "rrt", "sszx", "ooq",
 ]
 EMOJI = ["✨", "🌸", "🔥", "😊", "🌙", "⭐", "🎨", "💫", "🌈", "🍃", "☕", "🎶", "🌊", "📷", "❤", "♡", "☆", "★"]
-# (no "[ ]": the corpus joins "[ " to "[", which CLIP's BPE then reads as one token, breaking the alignment)
-MARKUP = ["<|startoftext|>", "<|endoftext|>", "|||", "###", "&&", "~~", "::", "//", "--", "++", "^_^", "xD", "<3",
+# (no "[ ]": the corpus joins "[ " to "[", which CLIP's BPE then reads as one token; no "<|endoftext|>": CLIP's
+# tokenizer turns it into the EOS id, which ends the prompt's words there; both would break the alignment)
+MARKUP = ["<|startoftext|>", "|||", "###", "&&", "~~", "::", "//", "--", "++", "^_^", "xD", "<3",
           "(:", "{ }", "...", "!!!", "???", "%%", "@@", "$$"]
