@@ -147,8 +147,29 @@ def test_cli_prints_one_line_for_a_bad_weights_file(tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "broken.safetensors" in err
 
 
-def test_comfyui_auto_uses_the_good_file_and_names_the_broken_one(tmp_path, hash_encoder, monkeypatch):
-    from nodes import weights
+@pytest.fixture
+def pack_weights(monkeypatch):
+    """The pack's ``nodes.weights``, also after the ComfyUI tests put ComfyUI's own ``nodes`` module in place;
+    whatever ``nodes`` modules were loaded before are back afterwards."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    ours = lambda name: name == "nodes" or name.startswith("nodes.")  # noqa: E731
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    try:
+        yield importlib.import_module("nodes.weights")
+    finally:
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def test_comfyui_auto_uses_the_good_file_and_names_the_broken_one(tmp_path, hash_encoder, monkeypatch, pack_weights):
+    weights = pack_weights
 
     good = good_file(tmp_path, hash_encoder, "b-good.safetensors")
     rewrite(good, tmp_path / "a-broken.safetensors", config={"hidden": 2 ** 22})
