@@ -181,6 +181,7 @@ class Fuzzer:
         self._scratch_dir = tempfile.TemporaryDirectory(prefix="es-fuzz-") if scratch is None else None
         self.scratch = Path(scratch or self._scratch_dir.name)
         self.inputs = 0
+        self.stats: dict[str, int] = {}  # obfuscated cases: how many plain prompts were edited, and hidden ones
 
     # -- the checks --------------------------------------------------------------------------
     def sanitize_checked(self, sanitizer: Sanitizer, emb, ids, layout, settings, pieces=None, texts=None):
@@ -284,6 +285,10 @@ class Fuzzer:
         edited = result.report["prompts"][0]["rows_edited"] > 0
         explained = any(("normalised-text check" in n and ("failed" in n or "unavailable" in n))
                         or "own scores kept" in n for n in result.report["notes"])
+        if plain_edited:
+            self.stats["obfuscated_plain_edited"] = self.stats.get("obfuscated_plain_edited", 0) + 1
+            if edited:
+                self.stats["obfuscated_edited_too"] = self.stats.get("obfuscated_edited_too", 0) + 1
         if plain_edited and not edited and not explained:
             raise SilentNoop(f"{how}: {hidden!r} (plain {plain!r}) passed unedited without a note")
 

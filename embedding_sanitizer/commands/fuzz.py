@@ -58,6 +58,7 @@ def run(args) -> int:
     summary = tally.summary()
     summary["seconds"] = round(time.time() - started, 1)
     summary["seed"] = args.seed
+    summary.update(fuzzer.stats)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -67,6 +68,9 @@ def run(args) -> int:
         print(f"silent no-ops: {summary['silent_noops']}")
         print(f"invariant violations: {summary['invariant_violations']}")
         print("cases by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.by_kind.items())))
+        if fuzzer.stats.get("obfuscated_plain_edited"):
+            print(f"obfuscated prompts whose plain spelling is edited: {fuzzer.stats['obfuscated_plain_edited']}, "
+                  f"edited too: {fuzzer.stats.get('obfuscated_edited_too', 0)}")
     for finding in tally.findings[:args.show]:
         print(f"- case {finding.case} [{finding.kind}] {finding.category}: {finding.message}")
         if finding.detail:
