@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+from .prompt_detector import pool_rows
 
 POOLED_BUFFERS = ("pooled_weight", "pooled_bias", "pooled_mean")
 RIDGE_LAMBDAS = (10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
@@ -67,9 +68,7 @@ def _masked_mean(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _first_eos(rows: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-    is_eos = roles == ROLE_EOS
-    index = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.zeros_like(is_eos[:, 0], dtype=torch.long))
-    return rows[torch.arange(rows.shape[0], device=rows.device), index]
+    return pool_rows(rows, roles, "eos")  # the whole-prompt detector's own EOS pooling
 
 
 def pooled_features(rows: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, pooling: str):
