@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from embedding_sanitizer import heatmap as hm
+from tests.support.require import require
 from embedding_sanitizer.heatmap import (
     group_words, heatmap_html, layout_words, render_png, render_terminal, score_color, should_color,
     text_color,
@@ -336,9 +337,12 @@ def test_png_notes_characters_no_font_can_draw(monkeypatch, caplog):
 
 def test_png_asks_fontconfig_for_the_script(monkeypatch):
     """No named fallback: the font comes from fc-match for the word's language."""
-    dejavu = hm.fonts.fontconfig_file(":family=DejaVu Sans")
-    if dejavu is None or "DejaVu" not in dejavu:
-        pytest.skip("fontconfig with DejaVu Sans is not installed")  # the real lookup: see the CJK test below
+    def dejavu_sans():
+        """fontconfig with DejaVu Sans"""
+        path = hm.fonts.fontconfig_file(":family=DejaVu Sans")
+        return path if path and "DejaVu" in path else None
+
+    dejavu = require(dejavu_sans, "run bash tools/bootstrap.sh --test (installs fontconfig and fonts-dejavu-core)")
     asked = []
 
     def fake(pattern):
@@ -364,3 +368,16 @@ def test_terminal_and_html_mark_edited_words():
     assert "\x1b[4m" in render_terminal(words, color=True)
     out = heatmap_html(words)
     assert out.count("es-edited") == 1 and 'data-edit="0.80"' in out and "edited (weight 0.80)" in out
+
+
+def test_png_draws_cjk_with_a_system_font():
+    """With a CJK font installed (Debian: fonts-noto-cjk), Japanese, Chinese and Korean words get real glyphs."""
+    def cjk_font():
+        """a CJK font found by fontconfig (fc-match :lang=ja)"""
+        path = hm.fonts.fontconfig_file(":lang=ja")
+        return path if path and hm.fonts.has_glyphs(hm.fonts._truetype(path, 20), "中文") else None
+
+    require(cjk_font, "run bash tools/bootstrap.sh --test (installs fonts-noto-cjk)")
+    lay = layout_words([("裸の", 0.9), ("女性", 0.4), ("中文", 0.2), ("한국어", 0.1)])
+    assert lay.missing_glyphs == "" and not any("no font" in ln for ln in lay.legend_lines)
+    assert all(b.box[2] - b.box[0] > 30 for b in lay.boxes)

@@ -26,7 +26,7 @@ if [ "$want_tests" = 1 ]; then
         [ -f "$extra" ] && pip_install -r "$extra"
     done
     if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fontconfig fonts-dejavu-core fonts-noto-cjk >/dev/null) \
             || echo "warning: could not install Debian chromium; the browser test will fail" >&2
     fi
 fi

@@ -5,7 +5,7 @@ import html
 import math
 
 from .colors import EDIT_COLOR, edit_strength, hex_color, score_color, text_color
-from .words import SCORE_LABEL_THRESHOLD, fmt_score, normalize
+from .words import SCORE_LABEL_THRESHOLD, fmt_emphasis, fmt_score, normalize
 
 
 def heatmap_html(words, *, score_threshold: float = SCORE_LABEL_THRESHOLD) -> str:
@@ -14,10 +14,10 @@ def heatmap_html(words, *, score_threshold: float = SCORE_LABEL_THRESHOLD) -> st
     Word text is HTML-escaped; each span carries ``data-score`` and a ``title``
     tooltip, and words scoring >= ``score_threshold`` show a small superscript score.
     A word with an edit weight gets ``data-edit``, the class ``es-edited`` and a ring
-    whose opacity follows the weight.
+    whose opacity follows the weight; a prompt weight other than 1 gives ``data-emphasis``.
     """
     spans = []
-    for text, score, edit in normalize(words):
+    for text, score, edit, emphasis in normalize(words):
         bg = score_color(score)
         fg = text_color(bg)
         sc = "nan" if math.isnan(score) else fmt_score(score)
@@ -30,6 +30,9 @@ def heatmap_html(words, *, score_threshold: float = SCORE_LABEL_THRESHOLD) -> st
             extra = f' data-edit="{fmt_score(edit)}"'
             ring = f"box-shadow:0 0 0 2px rgba({EDIT_COLOR[0]},{EDIT_COLOR[1]},{EDIT_COLOR[2]},{0.35 + 0.65 * strength:.2f});"
             tip += f", edited (weight {fmt_score(edit)})"
+        if emphasis != 1.0:
+            extra += f' data-emphasis="{emphasis:.4g}"'
+            tip += f", prompt weight {fmt_emphasis(emphasis)}"
         spans.append(
             f'<span class="{classes}" data-score="{sc}"{extra} title="{tip}" '
             f'style="background:{hex_color(bg)};color:{hex_color(fg)};padding:1px 5px;border-radius:5px;'

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import fonts
 from .colors import EDIT_COLOR, edit_strength, mix, score_color, text_color
-from .words import SCORE_LABEL_THRESHOLD, fmt_score, normalize
+from .words import SCORE_LABEL_THRESHOLD, fmt_emphasis, fmt_score, normalize
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,14 @@ def ring_color(edit: float) -> tuple[int, int, int]:
     return mix(_RING_LIGHT, EDIT_COLOR, edit_strength(edit))
 
 
+def _label(word, score_threshold: float) -> str | None:
+    """The small text under a word: its score (when at least the threshold) and its prompt weight."""
+    parts = [fmt_score(word.score)] if word.score >= score_threshold else []
+    if word.emphasis != 1.0:
+        parts.append(fmt_emphasis(word.emphasis))
+    return " ".join(parts) or None
+
+
 def legend_text(score_threshold: float, any_edit: bool, missing: str) -> list[str]:
     lines = [f"scores under {score_threshold:g} are not coloured or labelled"
              + ("; ring: edited at this intensity (thicker = stronger edit)" if any_edit
@@ -101,7 +109,8 @@ class _Plan:
         self.scalable = scalable
         self.threshold = score_threshold
         self.f_word = word_font
-        self.f_score = fonts.base_font(max(8, round(font_size * _SCORE_SIZE / _WORD_SIZE)) * k)[0]
+        self.score_size = max(8, round(font_size * _SCORE_SIZE / _WORD_SIZE)) * k
+        self.f_score = fonts.base_font(self.score_size)[0]
         self.f_title = fonts.base_font(max(8, round(font_size * _TITLE_SIZE / _WORD_SIZE)) * k)[0]
         self.f_legend = fonts.base_font(max(8, round(font_size * _LEGEND_SIZE / _WORD_SIZE)) * k)[0]
         width = int(width)
@@ -137,24 +146,24 @@ class _Plan:
         wt, wb = fonts.text_extent(self.f_word)
         st, sb = fonts.text_extent(self.f_score)
         self.word_h = wb - wt
-        labels = [(w.score >= score_threshold) if show_scores else False for w in words]
+        labels = [_label(w, score_threshold) if show_scores else None for w in words]
         self.score_row = (sb - st + 3 * k) if any(labels) else 0
         box_h = 2 * py + self.word_h + self.score_row
         self.box_h, self.px, self.py, self.wt, self.st = box_h, px, py, wt, st
         self.chips: list[tuple] = []
         x, line = pad, 0
         top = y
-        for (text, score, edit), lab in zip(words, labels):
-            label = fmt_score(score) if lab else None
+        for (text, score, edit, _), label in zip(words, labels):
             fw, ok = fonts.pick_font(self.f_word, font_size * k, text, scalable)
             if not ok:
                 note_missing(fw, text)
             shown = fonts.fit(fw, text, inner - 2 * px)
-            w = max(fonts.text_w(fw, shown), fonts.text_w(self.f_score, label) if label else 0) + 2 * px
+            fs = fonts.pick_font(self.f_score, self.score_size, label, scalable)[0] if label else self.f_score
+            w = max(fonts.text_w(fw, shown), fonts.text_w(fs, label) if label else 0) + 2 * px
             if x > pad and x + w > W - pad:
                 x, line = pad, line + 1
                 y += box_h + gy
-            self.chips.append((text, score, edit, shown, label, x, y, x + w, y + box_h, fw))
+            self.chips.append((text, score, edit, shown, label, x, y, x + w, y + box_h, fw, fs))
             x += w + gx
         self.n_lines = line + 1 if words else 0
         if words:
@@ -199,7 +208,7 @@ class _Plan:
     def layout(self) -> Layout:
         k = self.k
         boxes = [WordBox(t, s, (x0 // k, y0 // k, -(-x1 // k), -(-y1 // k)), 0, lab, shown, e)
-                 for t, s, e, shown, lab, x0, y0, x1, y1, _ in self.chips]
+                 for t, s, e, shown, lab, x0, y0, x1, y1, _, _ in self.chips]
         line, prev_y = -1, None
         for b in boxes:
             if b.box[1] != prev_y:
@@ -215,7 +224,7 @@ class _Plan:
         d = ImageDraw.Draw(img)
         for ty, ln, ft in self.title_lines:
             d.text((self.pad, ty), ln, font=ft, fill=_INK)
-        for text, score, edit, shown, label, x0, y0, x1, y1, fw in self.chips:
+        for text, score, edit, shown, label, x0, y0, x1, y1, fw, fs in self.chips:
             fill = chip_fill(score, self.threshold)
             ink = text_color(fill)
             ring = ring_width(edit)
@@ -232,10 +241,10 @@ class _Plan:
             if label:
                 ty = y0 + self.py + (self.word_h - (wb - wt)) // 2
                 d.text((cx - ww // 2 - l0, ty - wt), shown, font=fw, fill=ink)
-                sw = fonts.text_w(self.f_score, label)
-                sl = fonts.text_bbox(self.f_score, label)[0]
+                sw = fonts.text_w(fs, label)
+                sl = fonts.text_bbox(fs, label)[0]
                 sy = ty + self.word_h + 3 * k
-                d.text((cx - sw // 2 - sl, sy - self.st), label, font=self.f_score,
+                d.text((cx - sw // 2 - sl, sy - self.st), label, font=fs,
                        fill=mix(ink, fill, 0.22))
             else:
                 ty = (y0 + y1) // 2 - (wb - wt) // 2

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from .colors import score_color, text_color
-from .words import SCORE_LABEL_THRESHOLD, fmt_score, normalize
+from .words import SCORE_LABEL_THRESHOLD, fmt_emphasis, fmt_score, normalize
 
 
 def should_color(stream: Any = None) -> bool:
@@ -32,16 +32,18 @@ def render_terminal(words, *, color: bool = True, score_threshold: float = SCORE
     With ``color`` every word gets a 24-bit ANSI background of its score colour
     (and contrasting text); without, plain text such as ``a naked[0.97] woman``.
     A word with an edit weight (:func:`~.words.word_records`) is marked edited:
-    ``naked[0.97 edit 0.80]`` (underlined in colour as well).
+    ``naked[0.97 edit 0.80]`` (underlined in colour as well); a prompt weight other than 1
+    (``(nude:1.4)``) follows the word: ``nude×1.4[0.97]``.
     """
     parts = []
-    for text, score, edit in normalize(words):
+    for text, score, edit, emphasis in normalize(words):
+        word = text + fmt_emphasis(emphasis)
         if edit > 0:
-            tok = f"{text}[{fmt_score(score)} edit {fmt_score(edit)}]"
+            tok = f"{word}[{fmt_score(score)} edit {fmt_score(edit)}]"
         elif score >= score_threshold:
-            tok = f"{text}[{fmt_score(score)}]"
+            tok = f"{word}[{fmt_score(score)}]"
         else:
-            tok = text
+            tok = word
         if color:
             bg, fg = score_color(score), text_color(score_color(score))
             underline = "\x1b[4m" if edit > 0 else ""

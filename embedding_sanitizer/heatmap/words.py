@@ -30,13 +30,15 @@ class WordRecord(NamedTuple):
     positions: list
     edit: float = 0.0  # max edit weight of the word's rows at the current intensity; 0 = not edited
     flagged: bool = False
+    emphasis: float = 1.0  # the prompt's weight syntax on the word, e.g. 1.4 for "(nude:1.4)" (prompt_syntax)
 
 
 class Word(NamedTuple):
-    """What the renderers draw: text, score, edit weight (0 = not edited)."""
+    """What the renderers draw: text, score, edit weight (0 = not edited), prompt weight (1 = none)."""
     text: str
     score: float
     edit: float = 0.0
+    emphasis: float = 1.0
 
 
 def as_list(x: Any, what: str) -> list:
@@ -204,24 +206,34 @@ def normalize(words: Any) -> list[Word]:
     """Accept :func:`word_records` / :func:`group_words` output, ``(word, score)`` pairs or dicts.
 
     A dict gives ``word`` (or ``text``), ``score`` and optionally ``edit`` (or ``weight``, as the
-    A1111 glue names it). Tuples other than :class:`WordRecord` carry no edit weight (0).
+    A1111 glue names it) and ``emphasis``. Tuples other than :class:`WordRecord` carry no edit
+    weight (0) and no prompt weight (1).
     """
     out = []
     for i, w in enumerate(as_list(words, "words")):
         edit: Any = 0.0
+        emphasis: Any = 1.0
         if isinstance(w, dict):
             text, score = w.get("word", w.get("text")), w.get("score")
             edit = w.get("edit", w.get("weight", 0.0))
+            emphasis = w.get("emphasis", 1.0)
         elif isinstance(w, WordRecord):
-            text, score, edit = w.word, w.score, w.edit
+            text, score, edit, emphasis = w.word, w.score, w.edit, w.emphasis
         else:
             try:
                 text, score = w[0], w[1]
             except (TypeError, IndexError, KeyError):
                 raise ValueError(f"words[{i}] must be (word, score[, positions]), got {w!r}") from None
         edit_f = to_float(edit if edit is not None else 0.0, i, "edit")
-        out.append(Word(str(text), to_float(score, i), 0.0 if math.isnan(edit_f) else max(0.0, edit_f)))
+        emph = to_float(emphasis if emphasis is not None else 1.0, i, "emphasis")
+        out.append(Word(str(text), to_float(score, i), 0.0 if math.isnan(edit_f) else max(0.0, edit_f),
+                        1.0 if math.isnan(emph) else emph))
     return out
+
+
+def fmt_emphasis(emphasis: float) -> str:
+    """``"×1.4"`` for a prompt weight other than 1; ``""`` for 1."""
+    return "" if emphasis == 1.0 else f"\u00d7{emphasis:.3g}"
 
 
 def fmt_score(score: float) -> str:

@@ -18,7 +18,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--headless
 @pytest.mark.browser
 def test_heatmap_widget_is_drawn(server, tiny_checkpoint):
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+        __import__("tests.support.require", fromlist=["require"]).require(CHROMIUM.exists, "run bash tools/bootstrap.sh --test (installs Debian chromium at /usr/bin/chromium)")
     from playwright.sync_api import sync_playwright
 
     graph = tiny_graph(tiny_checkpoint.name)
