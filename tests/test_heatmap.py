@@ -381,3 +381,13 @@ def test_png_draws_cjk_with_a_system_font():
     lay = layout_words([("裸の", 0.9), ("女性", 0.4), ("中文", 0.2), ("한국어", 0.1)])
     assert lay.missing_glyphs == "" and not any("no font" in ln for ln in lay.legend_lines)
     assert all(b.box[2] - b.box[0] > 30 for b in lay.boxes)
+
+
+def test_records_json_is_strict_json():
+    import json
+
+    recs = hm.word_records(["na", "##ked", "x"], [float("nan"), 0.5, 0.1], [0.3, float("nan"), 0.0])
+    out = hm.records_json(recs)
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert out[0] == {"word": "naked", "score": 0.5, "edit": 0.3, "flagged": False, "emphasis": 1.0,
+                      "positions": [0, 1]}

@@ -48,7 +48,7 @@ class Progress:
 def run(args, progress: Progress | None = None) -> int:
     progress = progress or Progress(sys.stderr, False if args.quiet else None)
     progress(f"loading encoder {args.encoder} and weights ...")
-    from ..heatmap import render_png, render_terminal, should_color, word_records
+    from ..heatmap import records_json, render_png, render_terminal, should_color, word_records
     from ..prompt_syntax import parse_prompt
     from ..sanitize import Sanitizer
 
@@ -84,8 +84,7 @@ def run(args, progress: Progress | None = None) -> int:
         print(f"heatmap written to {args.png}", file=text_out)
     if args.json:
         report = dict(result.report)
-        report["words"] = [{"word": w.word, "score": _num(w.score), "edit": round(w.edit, 4), "flagged": w.flagged,
-                            "emphasis": round(w.emphasis, 4)} for w in words]
+        report["words"] = records_json(words)
         report["prompt_syntax"] = {"syntax": parsed.syntax, "text": prompt, "extra_networks": parsed.extra_networks,
                                    "breaks": parsed.breaks, "notes": parsed.notes}
         print(json.dumps(report, indent=2))
@@ -102,6 +101,3 @@ def _notes(parsed, report_notes: list[str]) -> list[str]:
             notes.append(note[len("prompt 0: "):])
     return notes
 
-
-def _num(value: float):
-    return None if value != value else round(float(value), 4)

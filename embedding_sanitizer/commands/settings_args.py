@@ -109,6 +109,10 @@ def prepare(args, policy: Policy | None = None) -> SanitizerRun:
     values = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None}
     values.update(mode=mode, weights=weights.name if weights else "")
     settings, notes = policy.resolve(values, base)
+    intensity = getattr(args, "intensity", None)
+    if intensity is not None and settings.preset != "custom":  # the preset came from the policy, not a flag
+        notes = notes + [f"--intensity {intensity:g} is not used: the preset {settings.preset!r} sets the "
+                         f"intensity ({PRESETS[settings.preset][0]:g})"]
     check_ready(settings, es_model, encoder)
     return SanitizerRun(encoder, settings, es_model, es_meta, weights, device, notes)
 

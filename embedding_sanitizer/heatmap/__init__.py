@@ -22,10 +22,12 @@ from .colors import EDIT_COLOR, score_color, text_color
 from .markup import heatmap_html
 from .png import Layout, WordBox, layout_words, render_png
 from .terminal import render_terminal, should_color
-from .words import SCORE_LABEL_THRESHOLD, SPECIAL_PIECES, Word, WordRecord, group_words, normalize, word_records
+from .words import (
+    SCORE_LABEL_THRESHOLD, SPECIAL_PIECES, Word, WordRecord, group_words, normalize, records_json, word_records,
+)
 
 __all__ = [
     "SPECIAL_PIECES", "group_words", "score_color", "text_color", "render_png", "layout_words",
     "render_terminal", "should_color", "heatmap_html", "word_records", "WordRecord", "Word", "Layout", "WordBox",
-    "SCORE_LABEL_THRESHOLD", "EDIT_COLOR", "normalize",
+    "SCORE_LABEL_THRESHOLD", "EDIT_COLOR", "normalize", "records_json",
 ]

@@ -202,6 +202,15 @@ def word_records(pieces: Sequence[str], scores: Sequence[float], edits: Sequence
     return out
 
 
+def records_json(records: Sequence[WordRecord], digits: int = 4) -> list[dict]:
+    """JSON-safe dicts of :func:`word_records` output (NaN scores become None) for reports and widgets."""
+    def num(v: float):
+        return None if math.isnan(v) else round(float(v), digits)
+
+    return [{"word": r.word, "score": num(r.score), "edit": num(r.edit), "flagged": bool(r.flagged),
+             "emphasis": num(r.emphasis), "positions": list(r.positions)} for r in records]
+
+
 def normalize(words: Any) -> list[Word]:
     """Accept :func:`word_records` / :func:`group_words` output, ``(word, score)`` pairs or dicts.
 
