@@ -34,7 +34,8 @@ def add_settings_arguments(parser) -> None:
                         help="auto (default): es+safree when calibrated weights for the encoder exist, else safree")
     parser.add_argument("--preset", choices=PRESET_CHOICES, default=None, help="default: custom")
     parser.add_argument("--intensity", type=float, default=None,
-                        help="0 = identity, 1 = operating point (used with --preset custom, the default); default 1")
+                        help="0 = identity, 1 = operating point; default 1. Only with --preset custom (the default): "
+                             "a named preset sets its own, and giving both is an error")
     parser.add_argument("--concepts", default=None,
                         help=f"comma-separated concepts to remove; default: {FIELD_BY_NAME['concepts'].default}")
     parser.add_argument("--detector", choices=DETECTORS, default=None, help="projection detector; default: fast")
