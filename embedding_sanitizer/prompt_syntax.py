@@ -104,6 +104,12 @@ class ParsedPrompt:
         return out
 
 
+    def annotate(self, records: list) -> list:
+        """``heatmap.word_records`` output with each word's ``emphasis`` set from :meth:`word_weights`."""
+        weights = self.word_weights([r.word for r in records])
+        return [r._replace(emphasis=w) for r, w in zip(records, weights)]
+
+
 def _fold_with_map(text: str) -> tuple[str, list[int]]:
     """Case- and accent-folded ``text`` and, for each folded character, its index in ``text``."""
     chars, origin = [], []

@@ -109,3 +109,11 @@ def test_word_weights_match_uncased_accentless_words():
     split = parse_prompt("(un)safe")
     assert split.word_weights(["unsafe"]) == pytest.approx([ROUND])  # over two stretches: the farthest from 1
     assert SQUARE == pytest.approx(1 / 1.1)
+
+
+def test_annotate_sets_each_word_record_emphasis():
+    from embedding_sanitizer.heatmap import word_records
+
+    parsed = parse_prompt("a (naked:1.4) woman")
+    records = parsed.annotate(word_records(["a</w>", "nak", "ed</w>", "woman</w>"], [0.0, 0.5, 0.9, 0.1]))
+    assert [(r.word, r.emphasis) for r in records] == [("a", 1.0), ("naked", 1.4), ("woman", 1.0)]

@@ -60,10 +60,8 @@ def run(args, progress: Progress | None = None) -> int:
     batch, out = encoder.encode_texts([prompt])
     result = Sanitizer(encoder, setup.es_model, setup.es_meta).sanitize(out.tokens, batch.ids, encoder.layout,
                                                                          settings, pieces=batch.pieces, texts=[prompt])
-    words = word_records(batch.pieces[0], result.scores[0].tolist(), result.weights[0].tolist(),
-                         result.flagged[0].tolist())
-    emphasis = parsed.word_weights([w.word for w in words])
-    words = [w._replace(emphasis=e) for w, e in zip(words, emphasis)]
+    words = parsed.annotate(word_records(batch.pieces[0], result.scores[0].tolist(), result.weights[0].tolist(),
+                                         result.flagged[0].tolist()))
     info = result.report["prompts"][0]
     flagged_words = sum(w.flagged for w in words)
     summary = (f"encoder {encoder.name} | mode {settings.mode} | preset {settings.preset} | intensity "
