@@ -58,7 +58,10 @@ def test_counts_are_words_and_intensity_zero_edits_nothing(bundled, capsys, monk
     assert text.index("loading encoder bundled") < text.index("scoring ...") < text.index("word(s) flagged")
     # intensity 0: the identity, so no word is edited (scores and flags still shown)
     assert all(w["edit"] == 0 for w in report["words"])
-    assert "0 word(s) edited, 0 row(s) edited" in text and "edit " not in text.split("\n")[2]
+    lines = text.splitlines()
+    summary = next(i for i, ln in enumerate(lines) if "word(s) flagged" in ln)
+    assert "0 word(s) edited, 0 row(s) edited" in lines[summary] and "edit " not in lines[summary - 1]
+    assert "naked[" in lines[summary - 1]  # the heatmap line: scores shown, nothing marked edited
     # counts in words: pieces of one word count once
     pieces_flagged = report["prompts"][0]["flagged"]
     words_flagged = sum(w["flagged"] for w in report["words"])
