@@ -144,17 +144,20 @@ function render(node) {
 }
 
 // The widget is as tall as its content; the node grows to fit it (it never shrinks a node the user made larger).
+// Heights are layout pixels (offsetTop/offsetHeight ignore the canvas zoom); WIDGET_MARGIN is the room the
+// frontend keeps around a DOM widget.
+const WIDGET_MARGIN = 24;
 function contentHeight(node) {
   const root = node.esHeatmapEl;
   if (!root) return 60;
-  let h = 8;
-  for (const child of root.children) h += child.getBoundingClientRect().height || 0;
-  const measured = root.isConnected && root.offsetWidth > 0 ? Math.max(root.scrollHeight, h) : 0;
-  if (measured) return measured + 6;
+  const last = root.lastElementChild;
+  if (root.isConnected && root.offsetWidth > 0 && last) {
+    return Math.max(root.scrollHeight, last.offsetTop + last.offsetHeight + 6) + WIDGET_MARGIN;
+  }
   // not on screen yet: estimate from the chips (about 9 per line at the default width)
   const chips = root.querySelectorAll(".es-word").length;
   const lines = root.querySelectorAll(".es-line,.es-summary,.es-empty,.es-status,.es-stream").length;
-  return 24 + Math.ceil(chips / 9) * 34 + lines * 16;
+  return 24 + Math.ceil(chips / 9) * 34 + lines * 16 + WIDGET_MARGIN;
 }
 
 function fit(node) {
@@ -314,7 +317,7 @@ app.registerExtension({
       const result = created?.apply(this, arguments);
       const root = el("div", "es-heatmap", undefined,
         "font:12px system-ui,sans-serif;line-height:1.5;overflow:visible;padding:4px;background:#fff;" +
-        "color:#222;border-radius:6px;box-sizing:border-box");
+        "color:#222;border-radius:6px;box-sizing:border-box;position:relative");
       this.esHeatmapEl = root;
       const node = this;
       this.addDOMWidget(WIDGET, WIDGET, root, {
