@@ -127,7 +127,7 @@ def preview(payload) -> tuple[int, dict]:
         return 200, {**widget_payload(node, []), "preview": True, "notes": notes}
     clip = _clip_for(node)
     if clip is None:
-        return 409, {"error": NEEDS_RUN, "needs_run": True}
+        return 200, {"needs_run": True, "message": NEEDS_RUN, "node": node}  # not an error: the page shows it
     patch = Patch(_scoring_settings(settings), AUTO if choice == AUTO_CALIBRATE else choice, node, notes,
                   policy=in_force)
     with _queue_idle() as idle:

@@ -187,6 +187,8 @@ function publish(node) {
 
 function remember(node, payload, replace) {
   node.esEntries = replace ? [payload] : [...(node.esEntries || []), payload].slice(-MAX_ENTRIES);
+  window.__embeddingSanitizerRuns = window.__embeddingSanitizerRuns || {};  // what the runs sent (not previews)
+  window.__embeddingSanitizerRuns[String(node.id)] = node.esEntries;
   node.esStatus = "";
   node.esHasRun = true;
   publish(node);
@@ -248,8 +250,9 @@ async function sendPreview(node, request) {
     window.__embeddingSanitizerPreview[String(node.id)] = { status: response.status, body };
     if (body.busy) {  // a prompt is running: ask again later
       node.esStatus = "Live preview waits for the running prompt…";
-      node.esLastSent = null;
       setTimeout(() => schedulePreview(node, true), BUSY_RETRY_MS);
+    } else if (body.needs_run) {  // the node has not run yet: it does not know its CLIP
+      node.esStatus = body.message;
     } else if (!response.ok) {
       node.esStatus = body.error || `Live preview failed (HTTP ${response.status})`;
     } else {

@@ -93,14 +93,14 @@ def _settings(inputs: dict, **changes) -> dict:
 
 
 def test_preview_route_rescores_without_queueing(server, tiny_checkpoint):
-    """POST /embedding_sanitizer/preview on the real server: before a run the node has no CLIP (409, says to queue
-    once); after one run it re-scores any text for any settings, edits follow the intensity (0: nothing edited,
+    """POST /embedding_sanitizer/preview on the real server: before a run the node has no CLIP (the answer says to
+    queue once); after one run it re-scores any text for any settings, edits follow the intensity (0: nothing edited,
     same scores), and no prompt is queued for it."""
     graph = tiny_graph(tiny_checkpoint.name)
     graph["2"]["inputs"].update(preset="custom", intensity=0.85)  # not cached by another test's run
     node = "2"
     status, body = _post(server, PREVIEW, {"node": "not-run-yet", "texts": [PROMPT], "settings": {}})
-    assert status == 409 and body.get("needs_run") and "Queue the graph once" in body["error"]
+    assert status == 200 and body.get("needs_run") and "Queue the graph once" in body["message"]
     result = server.run(graph)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
     history_before = len(server.get("/history"))
