@@ -190,7 +190,10 @@ function remember(node, payload, replace) {
   window.__embeddingSanitizerRuns = window.__embeddingSanitizerRuns || {};  // what the runs sent (not previews)
   window.__embeddingSanitizerRuns[String(node.id)] = node.esEntries;
   node.esStatus = "";
-  node.esHasRun = true;
+  // The run shows the current settings and texts: a preview waiting for it (busy) is no longer needed.
+  node.esRuns = (node.esRuns || 0) + 1;
+  node.esPending = null;
+  node.esLastKey = previewKey(node);
   publish(node);
   render(node);
 }
@@ -239,8 +242,13 @@ function settingsOf(node) {
   return out;
 }
 
+function previewKey(node) {
+  return JSON.stringify({ node: String(node.id), texts: promptTexts(node), settings: settingsOf(node) });
+}
+
 async function sendPreview(node, request) {
   node.esInFlight = true;
+  const runs = node.esRuns || 0;
   try {
     const response = await api.fetchApi(PREVIEW_ROUTE, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
@@ -248,9 +256,13 @@ async function sendPreview(node, request) {
     const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
     window.__embeddingSanitizerPreview = window.__embeddingSanitizerPreview || {};
     window.__embeddingSanitizerPreview[String(node.id)] = { status: response.status, body };
-    if (body.busy) {  // a prompt is running: ask again later
+    if (body.busy) {  // a prompt is running: ask again later, unless that run brings this node's heatmap
       node.esStatus = "Live preview waits for the running prompt…";
-      setTimeout(() => schedulePreview(node, true), BUSY_RETRY_MS);
+      setTimeout(() => {
+        if ((node.esRuns || 0) === runs) schedulePreview(node, true);
+        else node.esStatus = "";
+        render(node);
+      }, BUSY_RETRY_MS);
     } else if (body.needs_run) {  // the node has not run yet: it does not know its CLIP
       node.esStatus = body.message;
     } else if (!response.ok) {
@@ -269,8 +281,8 @@ async function sendPreview(node, request) {
 }
 
 function schedulePreview(node, force) {
-  const request = { node: String(node.id), texts: promptTexts(node), settings: settingsOf(node) };
-  const key = JSON.stringify(request);
+  const key = previewKey(node);
+  const request = JSON.parse(key);
   if (!force && key === node.esLastKey) return;
   node.esLastKey = key;
   node.esDueAt = performance.now() + DEBOUNCE_MS;
@@ -283,7 +295,7 @@ function pollPreviews() {
   const now = performance.now();
   for (const node of graph._nodes) {
     if (!node.esHeatmapEl) continue;
-    const key = JSON.stringify({ node: String(node.id), texts: promptTexts(node), settings: settingsOf(node) });
+    const key = previewKey(node);
     if (node.esLastKey === undefined) { node.esLastKey = key; continue; }  // the loaded state: nothing to redo
     if (key !== node.esLastKey) schedulePreview(node, false);
     if (node.esPending && !node.esInFlight && now >= node.esDueAt) {
