@@ -82,7 +82,8 @@ function chip(word, score, flagged, edit) {
     `background:rgb(${bg.join(",")});color:${textColor(bg)};padding:1px 4px 2px 4px;margin:2px;` +
     "border-radius:4px;display:inline-flex;flex-direction:column;align-items:center;line-height:1.2;" +
     "position:relative;vertical-align:top;" +
-    (edited ? `outline:${1 + Math.round(Math.min(1, weight) * 2)}px solid #7a0010;` : "outline:1px dashed transparent;"));
+    (edited ? `outline:${1 + Math.round(Math.min(1, weight) * 2)}px solid #7a0010;`
+      : "outline:1px dashed transparent;"));
   c.dataset.word = word;
   c.dataset.score = String(score);
   c.dataset.edit = String(weight);

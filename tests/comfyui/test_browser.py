@@ -29,7 +29,8 @@ window.__esToasts = [];
 new MutationObserver((changes) => {
   for (const change of changes) for (const added of change.addedNodes) {
     if (added.nodeType !== 1) continue;
-    const found = added.matches?.('.p-toast-message') ? [added] : Array.from(added.querySelectorAll('.p-toast-message'));
+    const found = added.matches?.('.p-toast-message') ? [added]
+      : Array.from(added.querySelectorAll('.p-toast-message'));
     for (const toast of found) window.__esToasts.push(toast.textContent);
   }
 }).observe(document, {childList: true, subtree: true});
@@ -227,22 +228,17 @@ def _drag_intensity(page, vue: bool, to_max: bool) -> None:
 
 
 def _wait_preview(page, check: str) -> dict:
-    """The next live preview of node 2 whose body passes ``check`` (a JS expression over ``b``)."""
-    page.wait_for_timeout(0)
+    """The latest live preview answer for node 2, once its body passes ``check`` (a JS expression over ``b``)."""
+    last = "() => (window.__embeddingSanitizerPreview || {})['2']"
     try:
-        _wait_for_preview(page, check)
-    except Exception:
-        raise AssertionError(f"no live preview with {check}: last answer "
-                             f"{page.evaluate('() => (window.__embeddingSanitizerPreview || {})[2]')}, widget "
-                             f"{page.evaluate('() => window.app.graph.getNodeById(2).widgets_values ?? window.app.graph.getNodeById(2).widgets.map(w => [w.name, w.value])')}")
+        page.wait_for_function(f"() => {{ const p = ({last})(); const b = p && p.body;"
+                               f" return !!(b && b.preview && ({check})); }}", timeout=60_000)
+    except Exception as exc:  # noqa: BLE001 - say what the page had instead
+        widgets = page.evaluate("() => window.app.graph.getNodeById(2).widgets.map(w => [w.name, w.value])")
+        raise AssertionError(f"no live preview with {check}: last answer {page.evaluate(last)}, "
+                             f"widgets {widgets}") from exc
     page.wait_for_timeout(600)  # the widget re-renders and the node grows
-    return page.evaluate("() => window.__embeddingSanitizerPreview['2'].body")
-
-
-def _wait_for_preview(page, check: str) -> None:
-    page.wait_for_function(
-        f"() => {{ const p = (window.__embeddingSanitizerPreview || {{}})['2']; const b = p && p.body;"
-        f" return !!(b && b.preview && ({check})); }}", timeout=60_000)
+    return page.evaluate(last)["body"]
 
 
 def _wait_queue_empty(page, timeout: float = 180.0) -> None:
