@@ -41,7 +41,7 @@ WORDS_40 = ("naked woman on a beach with blood , a quiet harbour town at dusk wi
 
 def _need_chromium() -> None:
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+        __import__("tests.support.require", fromlist=["require"]).require(CHROMIUM.exists, "run bash tools/bootstrap.sh --test (installs Debian chromium at /usr/bin/chromium)")
 
 
 def _set_user_setting(server, name: str, value) -> None:
