@@ -6,39 +6,19 @@ import json
 import numpy as np
 import torch
 
-from embedding_sanitizer.heatmap import group_words, render_png
-
-
-def _as_list(values) -> list:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
-def heatmap_words(pieces: list[str], scores, flagged) -> list[list]:
-    """``[[word, score, flagged], ...]`` for the front end (scores rounded, JSON-safe); ``flagged`` is the
-    detector's verdict, whatever the intensity (the edit is in ``edit_weights``)."""
-    flags = _as_list(flagged)
-    out = []
-    for word, score, positions in group_words(pieces, scores):
-        score = 0.0 if score != score else float(score)
-        out.append([word, round(score, 4), bool(any(flags[p] for p in positions))])
-    return out
-
-
-def edit_weights(pieces: list[str], scores, weights) -> list[float]:
-    """The edit weight of each word of ``heatmap_words`` (the largest of its pieces'; 0 = not edited), in the
-    same order: at intensity 0 every word is 0."""
-    values = _as_list(weights)
-    out = []
-    for _, _, positions in group_words(pieces, scores):
-        weight = max((float(values[p]) for p in positions), default=0.0)
-        out.append(round(weight, 4) if weight == weight and weight > 0 else 0.0)
-    return out
+from embedding_sanitizer.heatmap import render_png, word_records
 
 
 def stream_view(stream: str, pieces: list[str], scores, flagged, weights) -> dict:
-    """One stream of the heatmap: ``words`` (``[word, score, flagged]``) and ``edits`` (edit weight per word)."""
-    return {"stream": stream, "words": heatmap_words(pieces, scores, flagged),
-            "edits": edit_weights(pieces, scores, weights)}
+    """One stream of the widget's heatmap (``word_records`` of the core, JSON-safe): ``words`` as
+    ``[word, score, flagged]`` (the detector's verdict, whatever the intensity) and ``edits``, each word's edit
+    weight at the node's intensity in the same order (0 = not edited: at intensity 0 every word is 0)."""
+    words, edits = [], []
+    for record in word_records(pieces, scores, weights, flagged):
+        score = 0.0 if record.score != record.score else float(record.score)
+        words.append([record.word, round(score, 4), bool(record.flagged)])
+        edits.append(round(float(record.edit), 4))
+    return {"stream": stream, "words": words, "edits": edits}
 
 
 def summary(record: dict) -> str:
@@ -83,7 +63,9 @@ def image_tensor(heatmaps: list[dict], title: str = "") -> torch.Tensor:
 
     panels = []
     for stream in heatmaps or [{"stream": "", "words": []}]:
-        words = [(w, s) for w, s, _ in stream["words"]] or [("(no words)", 0.0)]
+        edits = stream.get("edits") or [0.0] * len(stream["words"])
+        words = [{"word": w, "score": s, "edit": e} for (w, s, _), e in zip(stream["words"], edits)] or \
+            [("(no words)", 0.0)]
         label = f"{title} [{stream['stream']}]" if stream["stream"] else title
         panels.append(render_png(words, title=label or None, width=768).convert("RGB"))
     height = sum(p.height for p in panels)

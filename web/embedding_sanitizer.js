@@ -41,11 +41,14 @@ function addCalibrationText(nodeType) {
   };
 }
 const MAX_ENTRIES = 4;
-// Same colour ramp as embedding_sanitizer/heatmap.py (score_color).
+// Same colour ramp as embedding_sanitizer/heatmap/colors.py (score_color).
 const STOPS = [
   [0.0, [236, 236, 236]], [0.25, [255, 232, 150]], [0.5, [253, 184, 76]],
   [0.75, [241, 112, 46]], [1.0, [211, 36, 40]],
 ];
+
+// The edit mark (outline and bar), as the PNG's ring (embedding_sanitizer/heatmap/colors.py EDIT_COLOR).
+const EDIT = "rgb(88,44,160)";
 
 function scoreColor(score) {
   if (typeof score !== "number" || Number.isNaN(score)) return [200, 200, 200];
@@ -82,7 +85,7 @@ function chip(word, score, flagged, edit) {
     `background:rgb(${bg.join(",")});color:${textColor(bg)};padding:1px 4px 2px 4px;margin:2px;` +
     "border-radius:4px;display:inline-flex;flex-direction:column;align-items:center;line-height:1.2;" +
     "position:relative;vertical-align:top;" +
-    (edited ? `outline:${1 + Math.round(Math.min(1, weight) * 2)}px solid #7a0010;`
+    (edited ? `outline:${1 + Math.round(Math.min(1, weight) * 2)}px solid ${EDIT};`
       : "outline:1px dashed transparent;"));
   c.dataset.word = word;
   c.dataset.score = String(score);
@@ -95,7 +98,7 @@ function chip(word, score, flagged, edit) {
   c.appendChild(el("span", "es-word-text", word));
   c.appendChild(el("span", "es-score", Number(score).toFixed(2), "font-size:9px;opacity:0.8"));
   const bar = el("span", "es-edit-bar", undefined,
-    `display:block;height:3px;width:${edited ? Math.max(8, pct) : 0}%;background:#7a0010;border-radius:2px`);
+    `display:block;height:3px;width:${edited ? Math.max(8, pct) : 0}%;background:${EDIT};border-radius:2px`);
   c.appendChild(bar);
   return c;
 }
