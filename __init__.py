@@ -15,10 +15,12 @@ if _ROOT not in sys.path:  # the core package lives next to this file
 
 WEB_DIRECTORY = "./web"
 if __package__:  # ComfyUI imports this folder as a package
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_server_lock, register_folder  # noqa: E402
+    from .nodes import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_preview_route,  # noqa: E402
+                        install_server_lock, register_folder)
 
     register_folder()
     install_server_lock()  # class-level encode hooks for a server-scope policy (no-op outside ComfyUI)
+    install_preview_route()  # POST /embedding_sanitizer/preview, the widget's live heatmap (no-op outside the server)
 else:  # imported as a plain file: pytest collecting a checkout whose folder name is not a Python identifier
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 

@@ -1,7 +1,7 @@
 """Embedding Sanitizer (CLIP): CLIP -> CLIP patch that sanitizes every encode downstream."""
 from __future__ import annotations
 
-from . import audit_hook, policy, weights
+from . import audit_hook, policy, preview, weights
 from .proxy import Patch, patch_clip
 from .schema import CATEGORY, node_settings, settings_inputs
 
@@ -36,6 +36,7 @@ class EmbeddingSanitizerCLIP:
         return policy.state_key() + "|" + weights.folder_state()
 
     def patch(self, clip, unique_id=None, **kwargs):
+        preview.remember_clip(unique_id, clip)  # the widget's live preview re-scores with it
         settings, choice, notes, in_force = node_settings(kwargs, "Embedding Sanitizer (CLIP)")
         if settings is None:  # on_error: open, logged
             return (clip,)
