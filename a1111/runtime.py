@@ -62,14 +62,15 @@ class RunState:
             self.notes.append(note)
             log.warning("Embedding Sanitizer: %s", note)
 
-    def flagged_summary(self, prompt: str) -> str | None:
-        """``"naked (nudity), blood (gore)"`` for the infotext of one image's prompt."""
+    def flagged_summary(self, *prompts: str) -> str | None:
+        """``"naked (nudity), blood (gore)"`` for the infotext of one image, whose prompts are ``prompts``
+        (its prompt and, with hires fix, its hires prompt)."""
         positive = [r for r in self.records if not r.negative]
         # The text model sees the prompt after extra networks are stripped and AND/schedules split,
-        # so match the pieces it saw inside the image's prompt; else summarise the whole run.
-        mine = [r for r in positive if r.text.strip() and r.text.strip() in prompt] or positive
+        # so match the pieces it saw inside the image's prompts; else summarise the whole run.
+        mine = [r for r in positive if r.text.strip() and any(r.text.strip() in prompt for prompt in prompts if prompt)]
         seen: dict[str, None] = {}
-        for record in mine:
+        for record in mine or positive:
             for item in record.flagged:
                 seen[item] = None
         return ", ".join(seen) or None
