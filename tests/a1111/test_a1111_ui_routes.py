@@ -144,6 +144,20 @@ def test_install_only_installs_what_is_missing(webui):
     runpy.run_path(str(webui.root / "install.py"), run_name="__main__")
 
 
+def test_install_warns_about_an_old_version_on_stdout(webui, tmp_path, capsys):
+    """The webui prints an installer's stdout only, so the "too old" warning must go there."""
+    import launch
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("safetensors>=999\n", encoding="utf-8")
+    install = _load_install(webui.root)
+    launch.pip_calls.clear()
+    assert install.install(launch, requirements) == [] and launch.pip_calls == [], "never upgrades"
+    captured = capsys.readouterr()
+    assert "safetensors" in captured.out and "safetensors>=999 is expected" in captured.out
+    assert captured.err == ""
+
+
 def test_preload_flag(webui):
     from modules import cmd_args
 
