@@ -39,7 +39,14 @@ def clip_weights():
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+            model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+            # A trained CLIP's final LayerNorm has a gain and a bias; a fresh one (gain 1, bias 0) gives rows of
+            # mean ~0, which makes the webui's emphasis rescale (original mean / new mean) 0/0 = NaN.
+            norm = getattr(model, "text_model", model).final_layer_norm
+            with torch.no_grad():
+                norm.weight.copy_(1.0 + 0.1 * torch.randn_like(norm.weight))
+                norm.bias.copy_(0.05 + 0.2 * torch.randn_like(norm.bias))
+            return model
         finally:
             torch.random.set_rng_state(state)
 
