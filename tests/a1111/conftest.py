@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB = Path(__file__).resolve().parent / "stub"
@@ -29,7 +30,6 @@ def _owned(name: str) -> bool:
 def clip_weights():
     """Raw tiny CLIP text models (shared by every stand-in instance)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-    import torch
 
     def build(width, seed, projection):
         config = CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=2 * width,
@@ -50,7 +50,7 @@ def clip_weights():
         finally:
             torch.random.set_rng_state(state)
 
-    return {"l": build(768, 0, False), "g": build(1280, 1, True)}
+    return {"l": build(768, 0, False), "g": build(1280, 1, True), "h": build(1024, 2, False)}
 
 
 def _wrap_embeddings(model, stub_models):
@@ -94,8 +94,10 @@ def webui(clip_weights, tmp_path_factory):
                 runner.setup_ui()
         clip_l = _wrap_embeddings(clip_weights["l"], stub_models)
         clip_g = _wrap_embeddings(clip_weights["g"], stub_models)
+        clip_h = _wrap_embeddings(clip_weights["h"], stub_models)
         models = types.SimpleNamespace(
             sd1=stub_models.SD1Model(clip_l), sdxl=stub_models.SDXLModel(clip_l, clip_g),
+            sd2=stub_models.SD2Model(clip_h), sd2_half=stub_models.SD2Model(clip_h, torch.float16),
             forge=stub_models.ForgeSD15Model(clip_l))
         shared.sd_model = models.sd1
         ns = types.SimpleNamespace(
