@@ -165,12 +165,41 @@ class Runtime:
         with torch.no_grad():
             return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
 
-    def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings):
-        """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap)."""
+    def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings,
+                    forward: Callable[[list[str]], Any] | None = None):
+        """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap).
+
+        ``forward``: the host text model's own call (``host_forward``), so the rows scored are the rows a
+        generation sanitizes, emphasis included; without it, the transformer's rows without emphasis."""
         batch = encoder.tokenize(texts)
         with torch.no_grad():
-            z = encoder.encode(batch.ids.to(encoder.device)).tokens
+            if forward is not None:
+                z = forward(list(texts))
+                z = z[0] if isinstance(z, tuple) else z
+            else:
+                z = encoder.encode(batch.ids.to(encoder.device)).tokens
+        if tuple(z.shape[:2]) != tuple(batch.ids.shape):
+            raise RuntimeError(f"the text model returned {tuple(z.shape)} for token ids {tuple(batch.ids.shape)}")
         return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts))
+
+
+def host_forward(host, texts: list[str]):
+    """The host text model's own output for ``texts`` (A1111 ``forward``, Forge ``__call__``), as in a generation.
+
+    Forge's engine notes emphasis and textual-inversion names for the next infotext in a module-level dict
+    (``classic_engine.last_extra_generation_params``); its content is put back so that a live-heatmap call
+    leaves no trace in a generation. Call it inside ``Hook.bypass()``."""
+    import sys
+
+    engine = sys.modules.get("backend.text_processing.classic_engine")
+    pending = getattr(engine, "last_extra_generation_params", None)
+    saved = dict(pending) if isinstance(pending, dict) else None
+    try:
+        return host(list(texts))
+    finally:
+        if saved is not None:
+            pending.clear()
+            pending.update(saved)
 
 
 def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder, texts, out):
