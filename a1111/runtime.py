@@ -19,7 +19,7 @@ from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words, score_color, text_color
 from embedding_sanitizer.weights_io import WeightsFileError, WeightsMismatch, load_es, read_metadata, scan_weight_files
 
-from . import pooled
+from . import emphasis, pooled
 from .encoder import WebuiTextEncoder
 
 log = logging.getLogger("embedding_sanitizer.a1111")
@@ -159,11 +159,18 @@ class Runtime:
         return Sanitizer(encoder, model, meta)
 
     def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings,
-            texts: list[str] | None = None):
-        """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check."""
+            texts: list[str] | None = None, multipliers: torch.Tensor | None = None):
+        """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check.
+
+        ``multipliers``: the rows' emphasis weights (``emphasis.row_multipliers``); the core scores and edits
+        the rows without them, and the edited rows get their weight back."""
         sanitizer = self.sanitizer(encoder, settings)
+        rows = z if multipliers is None else emphasis.unweighted(z, multipliers)
         with torch.no_grad():
-            return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+            result = sanitizer.sanitize(rows, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+            if multipliers is not None:
+                result.embeddings = emphasis.reweighted(z, result.embeddings, result.weights > 0, multipliers)
+        return result
 
     def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings,
                     forward: Callable[[list[str]], Any] | None = None):
@@ -172,15 +179,18 @@ class Runtime:
         ``forward``: the host text model's own call (``host_forward``), so the rows scored are the rows a
         generation sanitizes, emphasis included; without it, the transformer's rows without emphasis."""
         batch = encoder.tokenize(texts)
+        multipliers = None
         with torch.no_grad():
             if forward is not None:
                 z = forward(list(texts))
                 z = z[0] if isinstance(z, tuple) else z
+                multipliers = emphasis.row_multipliers(encoder.host, encoder.host.process_texts(list(texts))[0])
             else:
                 z = encoder.encode(batch.ids.to(encoder.device)).tokens
         if tuple(z.shape[:2]) != tuple(batch.ids.shape):
             raise RuntimeError(f"the text model returned {tuple(z.shape)} for token ids {tuple(batch.ids.shape)}")
-        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts))
+        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts),
+                               multipliers=multipliers)
 
 
 def host_forward(host, texts: list[str]):
@@ -216,7 +226,8 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
     if state.settings.uses_es:
         for label in runtime.weights.broken_labels():
             state.note_once(f"skipped ES weights file {label}")
-    result = runtime.run(encoder, z, ids, pieces, state.settings, texts=[str(t) for t in texts])
+    result = runtime.run(encoder, z, ids, pieces, state.settings, texts=[str(t) for t in texts],
+                         multipliers=emphasis.row_multipliers(encoder.host, batch_chunks))
     negative = bool(getattr(texts, "is_negative_prompt", False))
     for note in result.report["notes"]:
         if note.startswith("prompt ") and "normalised" in note:  # the normalised-text check

@@ -78,3 +78,28 @@ def test_scores_flags_and_edits_follow_the_rescale(webui, rescaled, name, factor
             plain, scaled = plain["crossattn"], scaled["crossattn"]
         assert torch.isfinite(scaled).all()
         assert torch.allclose(scaled, factor * plain, rtol=1e-3, atol=1e-4 * factor * float(plain.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["sd1", "forge", "sdxl"])
+@pytest.mark.parametrize("mode", ["Original", "No norm", "Ignore"])
+def test_an_emphasis_weight_does_not_hide_a_word(webui, name, mode):
+    """``(naked:1.3)`` is scored as ``naked``: emphasis is undone before scoring and put back on the edit."""
+    model = getattr(webui.models, name)
+    webui.shared.opts.set("emphasis", mode)
+    args = args_for(concepts=CONCEPTS)
+    weighted, plain = "a (naked:1.3) woman on a (beach:0.8)", "a naked woman on a beach"
+    p_weighted, _ = generate(webui, args, prompt=weighted, model=model)
+    words_weighted = report_words(webui, weighted)
+    generate(webui, args, prompt=plain, model=model)
+    words_plain = report_words(webui, plain)
+    assert [(t, f) for t, _, f in words_weighted] == [(t, f) for t, _, f in words_plain]
+    assert [s for _, s, _ in words_weighted] == pytest.approx([s for _, s, _ in words_plain], abs=1e-3)
+    assert any(f for _, _, f in words_plain)
+    baseline = host_only(webui, prompt=weighted, model=model)
+    c, c_base = p_weighted.denoiser_conds[0][0], baseline[0][0]
+    if isinstance(c, dict):
+        c, c_base = c["crossattn"], c_base["crossattn"]
+    assert not torch.equal(c, c_base)
+    assert torch.equal(c[:, 0], c_base[:, 0])
+    unchanged = (c == c_base).all(-1)
+    assert torch.isfinite(c).all() and bool(unchanged[0, 0])
