@@ -70,7 +70,9 @@ def score_prompt(payload: dict) -> tuple[int, dict]:
     shared = webui._shared()
     hosts = webui.text_models(getattr(shared, "sd_model", None))
     if not hosts:
-        return 200, {**body, "error": "no checkpoint with a supported text encoder is loaded"}
+        why = ("no checkpoint is loaded yet (Forge loads it at the first generation)"
+               if getattr(shared, "sd_model", None) is None else "the loaded checkpoint has no supported text encoder")
+        return 200, {**body, "error": why}
     with _try_queue_lock() as acquired:
         if not acquired:
             return 200, {**body, "busy": True}

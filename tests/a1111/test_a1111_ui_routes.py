@@ -218,3 +218,16 @@ def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch
     assert isinstance(body["prompt_score"], float) and 0.0 <= body["prompt_score"] <= 1.0
     assert adapter.fingerprint  # computed from the host's token embedding (through EmbeddingsWithFixes)
     assert handler("  ", progress=None).startswith('<p class="es-error">')
+
+
+def test_score_route_says_when_no_checkpoint_is_loaded_yet(webui):
+    """Forge loads the checkpoint at the first generation: until then the live heatmap says so."""
+    from a1111.routes import score_prompt
+
+    saved = webui.shared.sd_model
+    webui.shared.sd_model = None
+    try:
+        status, body = score_prompt({"prompt": UNSAFE})
+    finally:
+        webui.shared.sd_model = saved
+    assert status == 200 and "loaded yet" in body["error"] and body["words"] == []
