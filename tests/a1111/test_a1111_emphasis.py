@@ -103,3 +103,21 @@ def test_an_emphasis_weight_does_not_hide_a_word(webui, name, mode):
     assert torch.equal(c[:, 0], c_base[:, 0])
     unchanged = (c == c_base).all(-1)
     assert torch.isfinite(c).all() and bool(unchanged[0, 0])
+
+
+def test_the_live_heatmap_leaves_no_trace_in_forges_next_infotext(webui):
+    """Forge's engine notes the emphasis mode for the next infotext in a module-level dict; a live-heatmap call
+    (which runs the engine) must leave that dict as it was."""
+    from a1111.routes import score_prompt
+    from backend.text_processing import classic_engine
+
+    webui.shared.sd_model = webui.models.forge
+    webui.shared.opts.set("emphasis", "No norm")
+    classic_engine.last_extra_generation_params.clear()
+    classic_engine.last_extra_generation_params["TI"] = "kept"
+    status, body = score_prompt({"prompt": EMPHASIS, "settings": {"preset": "max", "concepts": CONCEPTS}})
+    assert status == 200 and body["words"], body
+    assert classic_engine.last_extra_generation_params == {"TI": "kept"}
+    webui.models.forge.text_processing_engine([EMPHASIS])  # the engine itself does note it
+    assert classic_engine.last_extra_generation_params["Emphasis"] == "No norm"
+    classic_engine.last_extra_generation_params.clear()
