@@ -4,6 +4,9 @@ Uses the webui's own ``launch.is_installed`` / ``launch.run_pip`` and honours
 ``--skip-install``. torch is never installed or upgraded (the webui owns its build), and a
 package that is present is never upgraded: an older version only gets a warning, because
 replacing the webui's own transformers or numpy could break it.
+
+Messages go to stdout: the webui runs this file in a subprocess and prints only its stdout
+(stderr is shown only when the installer fails).
 """
 from __future__ import annotations
 
@@ -42,12 +45,12 @@ def _too_old(name: str, requirement: str) -> str | None:
     return None
 
 
-def install(launch) -> list[str]:
-    """Install what is missing; returns the requirements passed to pip."""
+def install(launch, path: Path | None = None) -> list[str]:
+    """Install what is missing (from ``path``, default requirements.txt); returns the requirements passed to pip."""
     if getattr(getattr(launch, "args", None), "skip_install", False):
         return []
     installed = []
-    for name, requirement in requirements():
+    for name, requirement in requirements(path or REQUIREMENTS):
         if not launch.is_installed(name):
             launch.run_pip(f'install "{requirement}"', f"Embedding Sanitizer requirement: {requirement}")
             installed.append(requirement)
@@ -55,7 +58,7 @@ def install(launch) -> list[str]:
         have = _too_old(name, requirement)
         if have:
             print(f"Embedding Sanitizer: {name} {have} is installed but {requirement} is expected; "
-                  "not upgrading the webui's copy (some features may not work)", file=sys.stderr)
+                  "not upgrading the webui's copy (some features may not work)", flush=True)
     return installed
 
 

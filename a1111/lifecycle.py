@@ -30,6 +30,7 @@ _current: list = [None, None]  # [processing object, RunState]
 COMPAT_OPTIONS = ("use_old_emphasis_implementation",)  # host options the hook cannot serve
 OLD_EMPHASIS = ("Embedding Sanitizer cannot sanitize with 'Use old emphasis implementation' on (Settings > "
                 "Compatibility, or a request's override_settings): turn it off, or turn the sanitizer off")
+FLAGGED_KEY = "ES flagged"  # infotext key of the flagged words (per image)
 INCOMPLETE = "Embedding Sanitizer: this generation's set-up did not complete; see the console"
 
 
@@ -99,7 +100,7 @@ def _prepare(p, args) -> RunState | None:
     p.extra_generation_params.update(schema.infotext_params(settings))
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
-    p.extra_generation_params["ES flagged"] = _flagged_param(state)
+    p.extra_generation_params[FLAGGED_KEY] = _flagged_param(state)
     if state.audit is not None:
         p.extra_generation_params["ES audit id"] = state.request_id
     return state
@@ -156,7 +157,8 @@ def _attach_svf(p) -> None:
         webui.SVF.attach(p.sd_model)
 
 
-def finish(p, tab: str) -> dict | None:
+def finish(p, tab: str, processed=None) -> dict | None:
+    """``postprocess()``: deactivate, make the infotext values plain (for the JSON ``info``), keep the report."""
     owner, state = _current
     refusal = webui.HOOK.state
     if isinstance(refusal, Refusal) and refusal.owner is p:  # refused, but the text model was never called
@@ -170,13 +172,58 @@ def finish(p, tab: str) -> dict | None:
         note = "the text model was not called during this generation; nothing was sanitized"
         state.notes.append(note)
         log.warning("Embedding Sanitizer: %s", note)
+    try:
+        _store_flagged(p, processed, state)
+    except Exception:  # noqa: BLE001 - the infotexts already carry the values; only the JSON copy is missing
+        log.exception("Embedding Sanitizer: could not store the flagged words for the JSON info")
     return webui.store_report(tab, state, state.settings, state.notes)
 
 
+def _image_prompts(p, index) -> tuple[str, ...]:
+    """The prompts one image was made from: its prompt and, with hires fix, its hires prompt."""
+    out = []
+    for name in ("all_prompts", "all_hr_prompts"):
+        prompts = getattr(p, name, None)
+        if isinstance(prompts, list) and index is not None and 0 <= index < len(prompts):
+            out.append(str(prompts[index]))
+    return tuple(out)
+
+
 def _flagged_param(state: RunState):
-    """Infotext value computed per image when the infotext is written (after the conds exist)."""
+    """Infotext value computed per image when the infotext is written (after the conds exist).
+
+    The webui calls it with ``create_infotext``'s locals (``p``, ``index``, ...). Its JSON ``info`` cannot
+    evaluate a callable (it writes ``null``), so ``finish`` replaces it with plain values (``flagged_values``)."""
     def flagged(**kwargs):
-        prompts, index = kwargs.get("all_prompts"), kwargs.get("index")
-        prompt = prompts[index] if prompts is not None and index is not None and index < len(prompts) else ""
-        return state.flagged_summary(prompt)
+        p, index = kwargs.get("p"), kwargs.get("index")
+        prompts = _image_prompts(p, index) if p is not None else ()
+        if not prompts:
+            all_prompts = kwargs.get("all_prompts")
+            if all_prompts is not None and index is not None and index < len(all_prompts):
+                prompts = (all_prompts[index],)
+        return state.flagged_summary(*prompts)
     return flagged
+
+
+def flagged_values(p, state: RunState):
+    """Plain ``ES flagged`` value(s) for the run: one string when every image has the same (``None`` when
+    nothing was flagged), else a list with one entry per image (the webui's own per-image convention)."""
+    count = len(getattr(p, "all_prompts", None) or []) or 1
+    values = [state.flagged_summary(*_image_prompts(p, i)) for i in range(count)]
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _store_flagged(p, processed, state: RunState) -> None:
+    """Replace the per-image callable by plain values in the dicts the webui serialises (``p`` and the
+    ``Processed``, which normally share one dict). Nothing flagged: the key is dropped, as in the infotext."""
+    value = flagged_values(p, state)
+    targets = [getattr(p, "extra_generation_params", None), getattr(processed, "extra_generation_params", None)]
+    done = []
+    for params in targets:
+        if not isinstance(params, dict) or any(params is d for d in done) or not callable(params.get(FLAGGED_KEY)):
+            continue
+        done.append(params)
+        if value is None:
+            del params[FLAGGED_KEY]
+        else:
+            params[FLAGGED_KEY] = value

@@ -3,7 +3,8 @@
 * ``POST /embedding-sanitizer/v1/score`` with ``{"prompt": "...", "settings": {...}}``
   (settings as in the API arguments, by name; missing ones take the Settings-page
   defaults; the administrator policy applies) scores the prompt with the loaded
-  checkpoint's own text encoder(s) and returns the words with their score, their edit
+  checkpoint's own text encoder(s) (the rows its forward returns, emphasis included, as a
+  generation sanitizes them) and returns the words with their score, their edit
   weight at the given intensity, and ready-made HTML.
 * ``GET /embedding-sanitizer/v1/last?tab=txt2img`` returns the heatmap of the prompts
   actually used by the last generation on that tab (``id`` increases per generation).
@@ -21,7 +22,7 @@ from embedding_sanitizer import SettingsError
 
 from . import schema, webui
 from .encoder import adapter_for
-from .runtime import merge_words, word_view, words_html
+from .runtime import host_forward, merge_words, word_view, words_html
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 
@@ -69,7 +70,9 @@ def score_prompt(payload: dict) -> tuple[int, dict]:
     shared = webui._shared()
     hosts = webui.text_models(getattr(shared, "sd_model", None))
     if not hosts:
-        return 200, {**body, "error": "no checkpoint with a supported text encoder is loaded"}
+        why = ("no checkpoint is loaded yet (Forge loads it at the first generation)"
+               if getattr(shared, "sd_model", None) is None else "the loaded checkpoint has no supported text encoder")
+        return 200, {**body, "error": why}
     with _try_queue_lock() as acquired:
         if not acquired:
             return 200, {**body, "busy": True}
@@ -77,7 +80,9 @@ def score_prompt(payload: dict) -> tuple[int, dict]:
             views, names, whole = [], [], []
             for host in hosts:
                 adapter = adapter_for(host, webui.layer_tag)
-                batch, result = webui.RUNTIME.score_texts(adapter, [prompt], scoring)
+                with webui.HOOK.bypass():  # the host's own rows, emphasis included, as a generation sees them
+                    batch, result = webui.RUNTIME.score_texts(adapter, [prompt], scoring,
+                                                              lambda texts, host=host: host_forward(host, texts))
                 views.append(word_view(batch.pieces[0], result.scores[0], result.weights[0], result.flagged[0]))
                 names.append(adapter.name)
                 if result.prompt_scores is not None:

@@ -19,7 +19,7 @@ from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words, score_color, text_color
 from embedding_sanitizer.weights_io import WeightsFileError, WeightsMismatch, load_es, read_metadata, scan_weight_files
 
-from . import auto_calibration, pooled
+from . import auto_calibration, emphasis, pooled
 from .encoder import WebuiTextEncoder
 
 log = logging.getLogger("embedding_sanitizer.a1111")
@@ -62,14 +62,15 @@ class RunState:
             self.notes.append(note)
             log.warning("Embedding Sanitizer: %s", note)
 
-    def flagged_summary(self, prompt: str) -> str | None:
-        """``"naked (nudity), blood (gore)"`` for the infotext of one image's prompt."""
+    def flagged_summary(self, *prompts: str) -> str | None:
+        """``"naked (nudity), blood (gore)"`` for the infotext of one image, whose prompts are ``prompts``
+        (its prompt and, with hires fix, its hires prompt)."""
         positive = [r for r in self.records if not r.negative]
         # The text model sees the prompt after extra networks are stripped and AND/schedules split,
-        # so match the pieces it saw inside the image's prompt; else summarise the whole run.
-        mine = [r for r in positive if r.text.strip() and r.text.strip() in prompt] or positive
+        # so match the pieces it saw inside the image's prompts; else summarise the whole run.
+        mine = [r for r in positive if r.text.strip() and any(r.text.strip() in prompt for prompt in prompts if prompt)]
         seen: dict[str, None] = {}
-        for record in mine:
+        for record in mine or positive:
             for item in record.flagged:
                 seen[item] = None
         return ", ".join(seen) or None
@@ -180,21 +181,59 @@ class Runtime:
         return self.plan(encoder, settings)[0]
 
     def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings,
-            texts: list[str] | None = None):
-        """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check."""
+            texts: list[str] | None = None, multipliers: torch.Tensor | None = None):
+        """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check.
+
+        ``multipliers``: the rows' emphasis weights (``emphasis.row_multipliers``); the core scores and edits
+        the rows without them, and the edited rows get their weight back."""
         sanitizer, settings, notes = self.plan(encoder, settings)
+        rows = z if multipliers is None else emphasis.unweighted(z, multipliers)
         with torch.no_grad():
-            result = sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+            result = sanitizer.sanitize(rows, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+            if multipliers is not None:
+                result.embeddings = emphasis.reweighted(z, result.embeddings, result.weights > 0, multipliers)
         if notes:
             result.report["notes"] = list(notes) + [n for n in result.report["notes"] if n not in notes]
         return result
 
-    def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings):
-        """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap)."""
+    def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings,
+                    forward: Callable[[list[str]], Any] | None = None):
+        """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap).
+
+        ``forward``: the host text model's own call (``host_forward``), so the rows scored are the rows a
+        generation sanitizes, emphasis included; without it, the transformer's rows without emphasis."""
         batch = encoder.tokenize(texts)
+        multipliers = None
         with torch.no_grad():
-            z = encoder.encode(batch.ids.to(encoder.device)).tokens
-        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts))
+            if forward is not None:
+                z = forward(list(texts))
+                z = z[0] if isinstance(z, tuple) else z
+                multipliers = emphasis.row_multipliers(encoder.host, encoder.host.process_texts(list(texts))[0])
+            else:
+                z = encoder.encode(batch.ids.to(encoder.device)).tokens
+        if tuple(z.shape[:2]) != tuple(batch.ids.shape):
+            raise RuntimeError(f"the text model returned {tuple(z.shape)} for token ids {tuple(batch.ids.shape)}")
+        return batch, self.run(encoder, z, batch.ids, batch.pieces, settings, texts=list(texts),
+                               multipliers=multipliers)
+
+
+def host_forward(host, texts: list[str]):
+    """The host text model's own output for ``texts`` (A1111 ``forward``, Forge ``__call__``), as in a generation.
+
+    Forge's engine notes emphasis and textual-inversion names for the next infotext in a module-level dict
+    (``classic_engine.last_extra_generation_params``); its content is put back so that a live-heatmap call
+    leaves no trace in a generation. Call it inside ``Hook.bypass()``."""
+    import sys
+
+    engine = sys.modules.get("backend.text_processing.classic_engine")
+    pending = getattr(engine, "last_extra_generation_params", None)
+    saved = dict(pending) if isinstance(pending, dict) else None
+    try:
+        return host(list(texts))
+    finally:
+        if saved is not None:
+            pending.clear()
+            pending.update(saved)
 
 
 def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder, texts, out):
@@ -211,7 +250,8 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
     if state.settings.uses_es:
         for label in runtime.weights.broken_labels():
             state.note_once(f"skipped ES weights file {label}")
-    result = runtime.run(encoder, z, ids, pieces, state.settings, texts=[str(t) for t in texts])
+    result = runtime.run(encoder, z, ids, pieces, state.settings, texts=[str(t) for t in texts],
+                         multipliers=emphasis.row_multipliers(encoder.host, batch_chunks))
     negative = bool(getattr(texts, "is_negative_prompt", False))
     for note in result.report["notes"]:
         if note.startswith("prompt ") and "normalised" in note:  # the normalised-text check

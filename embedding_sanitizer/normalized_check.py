@@ -10,7 +10,8 @@ text ``text_normalize.normalize_prompt`` changes:
 2. every chunk of it that this edits more strongly than the prompt's own chunk was edited
    (a larger chunk edit weight) replaces that chunk of the output, BOS kept: chunk k of the
    normalised text goes to chunk k of the prompt (the last chunk when the normalised text
-   has more chunks). The host's token ids are unchanged and only those chunks change; a
+   has more chunks), multiplied by that chunk's overall scale (``scale``). The host's
+   token ids are unchanged and only those chunks change; a
    prompt whose normalised text is benign keeps its own result bit for bit;
 3. scores and flags move to the prompt's own words by aligning the words of both texts
    character by character after normalisation; where the words cannot be aligned, every
@@ -87,7 +88,10 @@ def sanitize_with_texts(sanitizer, embeddings, token_ids, layout, settings, piec
             if edit <= 0 or edit <= float(weights[b, mine].max()):
                 continue
             keep_bos = roles[mine] == ROLE_BOS
-            replaced = other.embeddings[0, theirs].to(out.device, out.dtype)
+            replaced = other.embeddings[0, theirs].to(out.device, torch.float32)
+            if result.scales is not None:  # the encoder's rows, at the scale of the prompt's own chunk
+                replaced = replaced * result.scales[b, target].to(out.device)
+            replaced = replaced.to(out.dtype)
             out[b, mine] = torch.where(keep_bos.unsqueeze(-1), out[b, mine], replaced)
             weights[b, mine] = torch.where(keep_bos, torch.zeros_like(weights[b, mine]),
                                            torch.full_like(weights[b, mine], edit))

@@ -7,6 +7,10 @@ row, the role of every row, the schedule fraction when the self-validating
 schedule is on, and a JSON-serialisable report. The report's ``notes`` concern the
 batch; each prompt's entry has its own ``notes`` (what concerns that prompt).
 
+Scale: every chunk is divided by its overall scale (read from its BOS row, ``scale``) before it is
+scored and edited, and the edited rows are multiplied by it again, so a host that rescales whole
+chunks (A1111's and Forge's emphasis) gets the same scores and flags and a proportional edit.
+
 Order in ``es+safree`` mode: the learned sanitizer runs first; the projection
 detector then looks at its output and projects what is still flagged. Scores
 are the maximum of both stages.
@@ -23,6 +27,7 @@ from .concepts import DEFAULT_CACHE, SubspaceCache
 from .es_model import EmbeddingSanitizerNet, apply_es, edit_weight
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
 from .pooled_erasure import apply_pooled_erasure
+from .scale import expand, row_scales
 from .prompt_detector import pooling_for
 from .projection import (
     ConceptSubspace, concept_complement, fast_project, fast_scores, input_space_projectors,
@@ -52,6 +57,7 @@ class SanitizeResult:
     schedule_end: list[float] | None
     report: dict = field(default_factory=dict)
     prompt_scores: torch.Tensor | None = None  # [B] whole-prompt probability (ES weights with a detector)
+    scales: torch.Tensor | None = None  # [B, chunks] each chunk's overall scale (None: every chunk at scale 1)
 
     @property
     def changed(self) -> bool:
@@ -126,6 +132,9 @@ class Sanitizer:
             return SanitizeResult(embeddings, zeros, zeros, roles, zeros.bool(), None, report)
 
         rows = embeddings.to(torch.float32)
+        scales = row_scales(self.encoder, rows, roles, chunk, notes)
+        if scales is not None:  # score and edit at the encoder's own scale; the edit is scaled back below
+            rows = rows / expand(scales, chunk)
         current = rows
         scores = zeros.clone()
         weights = zeros.clone()
@@ -190,6 +199,8 @@ class Sanitizer:
             current, weights = self._pooled_stage(current, rows, roles, weights, layout, chunk, settings, notes,
                                                   es_weights if settings.uses_es else None)
 
+        if scales is not None:
+            current = current * expand(scales, chunk)
         touched = weights > 0
         touched &= roles != ROLE_BOS
         out = torch.where(touched.unsqueeze(-1), current.to(embeddings.dtype), embeddings)
@@ -197,7 +208,8 @@ class Sanitizer:
         report = self._report(settings, intensity, roles, scores, weights, flagged, schedule_end, pieces,
                               (subspace, rows) if subspace is not None else None, notes, prompt_scores,
                               head_notes, unconfirmed_per_prompt)
-        return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores)
+        return SanitizeResult(out, scores.clamp(0, 1), weights, roles, flagged, schedule_end, report, prompt_scores,
+                              scales)
 
     # -- pieces ----------------------------------------------------------------------------
     def _pooled_stage(self, current, rows, roles, weights, layout, chunk, settings, notes, es_weights=None):

@@ -147,11 +147,24 @@
         }
     }
 
+    // The report held when the page loads belongs to an earlier generation (another page, the API):
+    // remember its id so that only generations made after loading are shown.
+    async function primeLast(tab) {
+        try {
+            const response = await fetch(LAST_URL + "?tab=" + tab);
+            const body = await response.json();
+            if (body.id && lastReport[tab] === undefined) lastReport[tab] = body.id;
+        } catch (err) {
+            console.warn("Embedding Sanitizer: could not fetch the last heatmap", err);
+        }
+    }
+
     function attach(tab) {
         const textarea = app().querySelector("#" + tab + "_prompt textarea");
         const accordion = fieldElement(tab, "accordion");
         if (!textarea || !accordion || textarea.dataset.esLive) return;
         textarea.dataset.esLive = "1";
+        primeLast(tab);
         textarea.addEventListener("input", () => schedule(tab));
         for (const event of ["input", "change", "click", "keyup", "pointerup"]) {
             accordion.addEventListener(event, () => schedule(tab));

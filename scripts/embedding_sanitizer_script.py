@@ -36,7 +36,7 @@ class EmbeddingSanitizerScript(scripts.Script):
         lifecycle.ensure_active(p)
 
     def postprocess(self, p, processed, *args):
-        lifecycle.finish(p, self._tab())
+        lifecycle.finish(p, self._tab(), processed)
 
     def _tab(self):
         return "img2img" if self.is_img2img else "txt2img"

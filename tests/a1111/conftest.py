@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support.require import require
 
@@ -31,7 +32,6 @@ def _owned(name: str) -> bool:
 def clip_weights():
     """Raw tiny CLIP text models (shared by every stand-in instance)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-    import torch
 
     def build(width, seed, projection):
         config = CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=2 * width,
@@ -41,11 +41,18 @@ def clip_weights():
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+            model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+            # A trained CLIP's final LayerNorm has a gain and a bias; a fresh one (gain 1, bias 0) gives rows of
+            # mean ~0, which makes the webui's emphasis rescale (original mean / new mean) 0/0 = NaN.
+            norm = getattr(model, "text_model", model).final_layer_norm
+            with torch.no_grad():
+                norm.weight.copy_(1.0 + 0.1 * torch.randn_like(norm.weight))
+                norm.bias.copy_(0.05 + 0.2 * torch.randn_like(norm.bias))
+            return model
         finally:
             torch.random.set_rng_state(state)
 
-    return {"l": build(768, 0, False), "g": build(1280, 1, True)}
+    return {"l": build(768, 0, False), "g": build(1280, 1, True), "h": build(1024, 2, False)}
 
 
 def _wrap_embeddings(model, stub_models):
@@ -86,8 +93,10 @@ def webui(clip_weights, tmp_path_factory):
                 runner.setup_ui()
         clip_l = _wrap_embeddings(clip_weights["l"], stub_models)
         clip_g = _wrap_embeddings(clip_weights["g"], stub_models)
+        clip_h = _wrap_embeddings(clip_weights["h"], stub_models)
         models = types.SimpleNamespace(
             sd1=stub_models.SD1Model(clip_l), sdxl=stub_models.SDXLModel(clip_l, clip_g),
+            sd2=stub_models.SD2Model(clip_h), sd2_half=stub_models.SD2Model(clip_h, torch.float16),
             forge=stub_models.ForgeSD15Model(clip_l))
         shared.sd_model = models.sd1
         ns = types.SimpleNamespace(

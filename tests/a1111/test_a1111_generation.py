@@ -183,6 +183,30 @@ def test_api_arguments_match_the_ui(webui):
         webui.api.text2imgapi({"prompt": UNSAFE, "alwayson_scripts": {TITLE_KEY: {"args": [{"strength": 1}]}}})
 
 
+def test_json_info_carries_the_flagged_words_as_plain_values_hires_prompts_included(webui):
+    """The API's JSON ``info`` cannot evaluate a callable (the webui writes null): the values are plain."""
+    base, hires = "a cat on a beach", "a nude woman, nudity"
+    out = webui.api.text2imgapi({"prompt": base, "negative_prompt": "blurry", "enable_hr": True, "hr_prompt": hires,
+                                 "alwayson_scripts": {TITLE_KEY: {"args": args_for()}}})
+    info = json.loads(out["info"])
+    params = webui.infotext_utils.parse_generation_parameters(info["infotexts"][0])
+    flagged = info["extra_generation_params"]["ES flagged"]
+    assert isinstance(flagged, str) and flagged == params["ES flagged"]
+    assert info["extra_generation_params"]["Hires prompt"] is None, "the host's own callable: null in its JSON"
+    report = webui.glue.LAST_REPORTS["txt2img"]["prompts"]
+    hires_words = {w["text"] for item in report if item["prompt"] == hires for w in item["words"] if w["flagged"]}
+    assert hires_words and all(word in flagged for word in hires_words), (hires_words, flagged)
+    # a batch whose images differ: one plain value per image, each equal to that image's infotext
+    p, processed = generate(webui, args_for(), prompt=[UNSAFE, "a cat"], batch_size=2)
+    values = json.loads(processed.js())["extra_generation_params"]["ES flagged"]
+    texts = [webui.infotext_utils.parse_generation_parameters(t)["ES flagged"] for t in processed.infotexts]
+    assert len(set(texts)) == 2 and values == texts
+    # nothing flagged: no key in the JSON, as in the infotext
+    _, quiet = generate(webui, args_for(preset="custom", intensity=1.0, concepts="zeppelin"), prompt="a")
+    assert "ES flagged" not in quiet.infotexts[0]
+    assert "ES flagged" not in json.loads(quiet.js())["extra_generation_params"]
+
+
 def test_api_without_script_args_uses_the_settings_page_defaults(webui):
     baseline = host_only(webui)
     opts = webui.shared.opts

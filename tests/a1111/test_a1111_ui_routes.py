@@ -144,6 +144,20 @@ def test_install_only_installs_what_is_missing(webui):
     runpy.run_path(str(webui.root / "install.py"), run_name="__main__")
 
 
+def test_install_warns_about_an_old_version_on_stdout(webui, tmp_path, capsys):
+    """The webui prints an installer's stdout only, so the "too old" warning must go there."""
+    import launch
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("safetensors>=999\n", encoding="utf-8")
+    install = _load_install(webui.root)
+    launch.pip_calls.clear()
+    assert install.install(launch, requirements) == [] and launch.pip_calls == [], "never upgrades"
+    captured = capsys.readouterr()
+    assert "safetensors" in captured.out and "safetensors>=999 is expected" in captured.out
+    assert captured.err == ""
+
+
 def test_preload_flag(webui):
     from modules import cmd_args
 
@@ -204,3 +218,16 @@ def test_es_weights_found_by_fingerprint_and_calibrate_button(webui, monkeypatch
     assert isinstance(body["prompt_score"], float) and 0.0 <= body["prompt_score"] <= 1.0
     assert adapter.fingerprint  # computed from the host's token embedding (through EmbeddingsWithFixes)
     assert handler("  ", progress=None).startswith('<p class="es-error">')
+
+
+def test_score_route_says_when_no_checkpoint_is_loaded_yet(webui):
+    """Forge loads the checkpoint at the first generation: until then the live heatmap says so."""
+    from a1111.routes import score_prompt
+
+    saved = webui.shared.sd_model
+    webui.shared.sd_model = None
+    try:
+        status, body = score_prompt({"prompt": UNSAFE})
+    finally:
+        webui.shared.sd_model = saved
+    assert status == 200 and "loaded yet" in body["error"] and body["words"] == []

@@ -1,6 +1,7 @@
-"""Tiny random checkpoints for the stand-in: SD1, SDXL (CLIP-L + CLIP-G + size embedders), Forge SD1.
+"""Tiny random checkpoints for the stand-in: SD1, SD2 (OpenCLIP ViT-H), SDXL (CLIP-L + CLIP-G + size
+embedders), Forge SD1.
 
-Real widths (768, 1280) and the real 49,408-id vocabulary; 2 transformer layers. The
+Real widths (768, 1024, 1280) and the real 49,408-id vocabulary; 2 transformer layers. The
 tokenizer is the project's CLIP BPE behind Hugging Face- and open_clip-shaped wrappers.
 The token embeddings are wrapped like the webui's hijack does (a module holding the
 original embedding as ``.wrapped``).
@@ -83,6 +84,24 @@ class WrappedOpenCLIP(torch.nn.Module):
         return {"penultimate": out.hidden_states[-2], "last": out.last_hidden_state, "pooled": out.text_embeds}
 
 
+class WrappedOpenCLIPSD2(torch.nn.Module):
+    """ldm FrozenOpenCLIPEmbedder (SD2, ViT-H/14 text tower): ``encode_with_transformer`` runs every residual
+    block but the last (``layer="penultimate"``) and applies ``ln_final``; a tensor, no pooled output.
+    ``dtype``: the precision the webui runs the text model in (float16 with ``--precision half``)."""
+
+    def __init__(self, model, dtype=torch.float32):
+        super().__init__()
+        self.model = model
+        self.tokenizer = OpenClipStyleTokenizer()
+        self.layer = "penultimate"
+        self.dtype = dtype
+
+    def encode_with_transformer(self, tokens):
+        out = self.model(input_ids=tokens, output_hidden_states=True)
+        text_model = getattr(self.model, "text_model", self.model)
+        return text_model.final_layer_norm(out.hidden_states[-2]).to(self.dtype)
+
+
 class SizeEmbedder(torch.nn.Module):
     """Fourier features of a (B, 2) size tensor -> (B, 512)."""
 
@@ -124,6 +143,21 @@ class SD1Model(torch.nn.Module):
     def __init__(self, transformer):
         super().__init__()
         self.cond_stage_model = sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords(WrappedCLIP(transformer))
+
+    def get_learned_conditioning(self, c):
+        return self.cond_stage_model(c)
+
+
+class SD2Model(torch.nn.Module):
+    """SD2.x: ``cond_stage_model`` is the OpenCLIP embedder (pad id 0); the conditioning a ``[B, 77n, 1024]`` tensor."""
+
+    is_sdxl = False
+    is_sd2 = True
+
+    def __init__(self, transformer, dtype=torch.float32):
+        super().__init__()
+        self.cond_stage_model = sd_hijack_open_clip.FrozenOpenCLIPEmbedderWithCustomWords(
+            WrappedOpenCLIPSD2(transformer, dtype))
 
     def get_learned_conditioning(self, c):
         return self.cond_stage_model(c)

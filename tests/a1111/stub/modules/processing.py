@@ -9,6 +9,8 @@ Faithful where it matters for a safety extension:
 * the batch loop (text encoding included) runs under a grad-free mode: ``torch.no_grad()`` in A1111,
   ``torch.inference_mode()`` in Forge. ``GRAD_FREE`` selects it; the stricter inference mode is the default.
 """
+import json
+
 import torch
 from PIL import Image
 
@@ -23,6 +25,13 @@ class Processed:
         self.prompt = p.prompt
         self.all_prompts = p.all_prompts
         self.comments = "".join(f"{c}\n" for c in p.comments)
+        self.extra_generation_params = p.extra_generation_params  # the same dict, as in the webui
+
+    def js(self):
+        """The API's JSON ``info``: like the webui, values JSON cannot encode (callables) become ``null``."""
+        return json.dumps({"prompt": self.all_prompts[0] if self.all_prompts else self.prompt,
+                           "all_prompts": self.all_prompts, "infotexts": self.infotexts,
+                           "extra_generation_params": self.extra_generation_params}, default=lambda o: None)
 
 
 class StableDiffusionProcessing:
@@ -125,6 +134,13 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.cached_hr_uc = StableDiffusionProcessingTxt2Img.cached_hr_uc
         self.cached_hr_c = StableDiffusionProcessingTxt2Img.cached_hr_c
 
+    def init_hires_infotext(self):
+        """The webui's own per-image callables for the hires prompts (``null`` in the JSON ``info``)."""
+        def hires_prompt(p, index, **_):
+            return p.all_hr_prompts[index] if p.all_hr_prompts[index] != p.all_prompts[index] else None
+
+        self.extra_generation_params["Hires prompt"] = hires_prompt
+
     def setup_conds(self):
         super().setup_conds()
         self.hr_c = self.hr_uc = None
@@ -212,6 +228,8 @@ def process_images_inner(p):
     if isinstance(p, StableDiffusionProcessingTxt2Img):
         p.all_hr_prompts = _per_image(p.hr_prompt or p.prompt, total)
         p.all_hr_negative_prompts = _per_image(p.hr_negative_prompt or p.negative_prompt, total)
+        if p.enable_hr:
+            p.init_hires_infotext()
     if p.scripts is not None:
         p.scripts.process(p)
     images, infotexts = [], []

@@ -3,8 +3,10 @@
 Chunks are 77 ids: start + 75 + end, the unused tail filled with the end id; the tail
 after the first end id is replaced by ``id_pad`` just before encoding. ``BREAK`` starts a
 new chunk; when a chunk fills up within ``comma_padding_backtrack`` tokens of a comma, the
-words after the comma move to the next chunk. Emphasis multiplies rows and restores the
-mean ("Original").
+words after the comma move to the next chunk. Emphasis (option ``emphasis``, read per forward
+into ``self.emphasis`` as the webui does): "Original" multiplies the weighted rows and rescales the
+chunk batch by original mean / new mean; "No norm" only multiplies; "Ignore" parses the weights but
+leaves the rows; "None" does not parse weights at all.
 """
 import math
 from collections import namedtuple
@@ -23,10 +25,28 @@ class PromptChunk:
         self.fixes = []
 
 
+class Emphasis:
+    def __init__(self, name):
+        self.name = name
+
+    def apply(self, z, multipliers):
+        if self.name not in ("Original", "No norm"):
+            return z
+        original_mean = z.mean()
+        z = z * multipliers.unsqueeze(-1)
+        if self.name == "Original":
+            z = z * (original_mean / z.mean())
+        return z
+
+
 class ChunkingMixin:
     """The chunking shared by A1111's TextConditionalModel and Forge's ClassicTextProcessingEngine."""
 
     chunk_length = 75
+    emphasis = Emphasis("Original")
+
+    def read_emphasis(self):
+        self.emphasis = Emphasis(str(getattr(shared.opts, "emphasis", "Original")))
 
     def empty_chunk(self):
         chunk = PromptChunk()
@@ -38,7 +58,7 @@ class ChunkingMixin:
         return math.ceil(max(token_count, 1) / self.chunk_length) * self.chunk_length
 
     def tokenize_line(self, line):
-        parsed = prompt_parser.parse_prompt_attention(line)
+        parsed = prompt_parser.parse_prompt_attention(line) if self.emphasis.name != "None" else [[line, 1.0]]
         tokenized = self.tokenize([text for text, _ in parsed])
         chunks, state = [], {"chunk": PromptChunk(), "comma": -1, "count": 0}
 
@@ -93,14 +113,13 @@ class ChunkingMixin:
         z = self.encode_with_transformers(tokens)
         pooled = getattr(z, "pooled", None)
         multipliers = torch.asarray(batch_multipliers, dtype=z.dtype).to(z.device)
-        original_mean = z.mean()
-        z = z * multipliers.unsqueeze(-1)
-        z = z * (original_mean / z.mean())
+        z = self.emphasis.apply(z, multipliers)
         if pooled is not None:
             z.pooled = pooled
         return z
 
     def encode_chunks_of(self, texts):
+        self.read_emphasis()
         batch_chunks, _ = self.process_texts(texts)
         count = max(len(chunks) for chunks in batch_chunks)
         zs = []

@@ -1,5 +1,12 @@
-"""Forge's ClassicTextProcessingEngine (stand-in): the same chunking, called with ``__call__``."""
+"""Forge's ClassicTextProcessingEngine (stand-in): the same chunking, called with ``__call__``.
+
+As in Forge, each call notes in the module-level ``last_extra_generation_params`` what the next
+infotext should say: the emphasis mode when a prompt uses emphasis syntax and the mode is not
+"Original" (Forge's processing copies and clears the dict after computing the conditioning).
+"""
 from modules.sd_hijack_clip import ChunkingMixin
+
+last_extra_generation_params = {}
 
 
 class ClassicTextProcessingEngine(ChunkingMixin):
@@ -21,4 +28,7 @@ class ClassicTextProcessingEngine(ChunkingMixin):
         return out.last_hidden_state if self.layer_idx is None else out.hidden_states[self.layer_idx]
 
     def __call__(self, texts):
-        return self.encode_chunks_of(texts)
+        out = self.encode_chunks_of(texts)
+        if any("(" in t or "[" in t for t in texts) and self.emphasis.name != "Original":
+            last_extra_generation_params["Emphasis"] = self.emphasis.name
+        return out

@@ -1,5 +1,4 @@
 """The generation API's script-argument handling (stand-in; requests are plain dicts)."""
-import json
 
 from modules import processing, scripts, shared
 
@@ -50,7 +49,7 @@ def _generate(request, runner, cls, **extra):
     p.script_args = tuple(script_args)
     processed = processing.process_images(p)
     return {"images": processed.images, "parameters": request,
-            "info": json.dumps({"infotexts": processed.infotexts}), "p": p}
+            "info": processed.js(), "p": p}
 
 
 def set_config(request, forge=False):
