@@ -144,12 +144,13 @@ class ComfyStreamEncoder(TextEncoder):
         projected = getattr(self.model, "return_projected_pooled", None)
         return f"{self.cache_key}|pooled|projected={projected}"
 
-    def host_pooled(self, texts, batch: int = 16) -> torch.Tensor:
+    def host_pooled(self, texts, batch: int = 16, progress=None) -> torch.Tensor:
         """``[N, Dp]``: the stream's own pooled output for each text, float32 on the CPU.
 
         Each text is tokenized by the stream's ComfyUI tokenizer and its first chunk encoded by
         the stream's ``encode``, exactly as ``encode_token_weights`` computes the pooled vector it
         returns (the pooled row of the first chunk); texts are batched by chunk length.
+        ``progress(done, total)`` is called after each batch.
         """
         if self.tokenizer is None:
             raise RuntimeError(f"no tokenizer for stream {self.stream}")
@@ -159,6 +160,7 @@ class ComfyStreamEncoder(TextEncoder):
             rows.append([entry[0] for entry in chunks[0]])
         out: list = [None] * len(rows)
         by_length: dict[int, list[int]] = {}
+        done = 0
         for i, row in enumerate(rows):
             by_length.setdefault(len(row), []).append(i)
         for indices in by_length.values():
@@ -169,4 +171,7 @@ class ComfyStreamEncoder(TextEncoder):
                     raise RuntimeError(f"stream {self.stream} returns no pooled output")
                 for i, vector in zip(part, pooled.float().cpu()):
                     out[i] = vector
+                done += len(part)
+                if progress is not None:
+                    progress(done, len(rows))
         return torch.stack(out)
