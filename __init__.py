@@ -1,5 +1,6 @@
-"""ComfyUI entry of Embedding Sanitizer: NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY, and
-``comfy_entrypoint`` (the V3 node schema, where the host has ``comfy_api.latest``).
+"""ComfyUI entry of Embedding Sanitizer: NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY; with
+``EMBEDDING_SANITIZER_V3=1`` on a host that has ``comfy_api.latest``, ``comfy_entrypoint`` instead (the same
+nodes in the V3 schema, ``nodes/v3.py``).
 
 Importing this file needs neither ComfyUI nor A1111: ComfyUI modules are
 imported lazily by the nodes, and the ``models/embedding_sanitizer`` folder is
@@ -12,6 +13,7 @@ already loaded (inside ComfyUI); they do nothing until a policy file asks for th
 become importable by other packs.
 """
 import importlib.util
+import logging
 import os
 import sys
 
@@ -46,6 +48,19 @@ if __package__:  # ComfyUI imports this folder as a package
 
     register_folder()
     install_server_lock()  # class-level encode hooks for a server-scope policy (no-op outside ComfyUI)
+    if os.environ.get("EMBEDDING_SANITIZER_V3", "") == "1":  # opt-in: the V3 schema (README "Nodes")
+        from .nodes import v3  # noqa: E402
+
+        if v3.available():
+            comfy_entrypoint = v3.comfy_entrypoint
+            # ComfyUI's loader takes NODE_CLASS_MAPPINGS when it is set and the entrypoint only otherwise
+            NODE_CLASS_MAPPINGS = None
+            logging.getLogger("embedding_sanitizer.comfyui").info(
+                "Embedding Sanitizer: nodes offered in the V3 schema (comfy_api.latest), EMBEDDING_SANITIZER_V3=1")
+        else:
+            logging.getLogger("embedding_sanitizer.comfyui").warning(
+                "Embedding Sanitizer: EMBEDDING_SANITIZER_V3=1 but this ComfyUI has no comfy_api.latest; "
+                "the V1 nodes are used")
 else:  # imported as a plain file: pytest collecting a checkout whose folder name is not a Python identifier
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
