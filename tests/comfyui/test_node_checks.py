@@ -115,3 +115,32 @@ def test_weights_dropdown_offers_clip_files_with_labels(comfy, sd1_clip, caplog)
     finally:
         good.unlink()
         broken.unlink()
+
+
+@pytest.mark.parametrize("kind, last_layer", [("sd1", None), ("sd1", -2), ("sdxl", None), ("sd3", None)])
+def test_short_concept_chunks_match_whole_chunks(comfy, kind, last_layer):
+    """Concepts run through only their own positions (nodes/encoder.py short_forward) give the rows of ComfyUI's
+    whole-chunk encode, for every CLIP stream and clip skip; the encoder checks it once and keeps short chunks."""
+    from embedding_sanitizer.concepts import concept_means
+    from tests.comfyui import host
+
+    clip = host.build_clip(kind, seed=3)
+    if last_layer is not None:
+        clip = clip.clone()
+        clip.clip_layer(last_layer)
+    out = comfy["nodes"].CLIPTextEncode().encode(run_node(comfy, clip, concepts="nudity, gore"), "a cat")[0]
+    record = comfy["pack"].nodes.registry.lookup(out[0][0])["record"]
+    encoder_module = record.streams[0].encoder.__class__.__module__
+    checked = __import__(encoder_module, fromlist=["_SHORT_OK"])._SHORT_OK
+    clip_streams = [r for r in record.streams if r.stream != "t5xxl"]
+    assert clip_streams
+    for rec in clip_streams:
+        encoder = rec.encoder
+        assert checked.get(encoder.cache_key) is True, (rec.stream, encoder.name)
+        ids = encoder.tokenize(["a naked person", "blood on the floor of a church"]).ids[:, :9]
+        short = encoder.encode_chunks(ids).tokens
+        whole = encoder._whole_chunk_rows(ids)
+        assert short.shape == whole.shape
+        assert float((short - whole).abs().max()) <= 1e-4 * max(float(whole.abs().max()), 1.0), rec.stream
+        words, _ = concept_means(encoder, ("nudity", "a bloody wound"))
+        assert torch.isfinite(words).all()
