@@ -215,6 +215,12 @@ class SubspaceCache:
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
+    def clear(self) -> None:
+        """Forget every subspace and neutral reference (benchmarks; a changed reference set)."""
+        with self._lock:
+            self._entries.clear()
+            self._neutral.clear()
+
     def get(self, encoder, concepts: tuple[str, ...], progress=None) -> ConceptSubspace:
         """The subspace of ``concepts`` on ``encoder`` (keyed by the encoder's fingerprint and the list, case
         folded); built on a miss, with ``progress(done, total)`` called as the concepts are encoded."""

@@ -38,7 +38,8 @@ class Preparation:
         for rec in record.streams:
             sanitizer, settings, notes = patch._sanitizer_for(rec, len(record.streams))
             self.notes += [n for n in notes + mismatch_notes(rec.stream, rec.encoder) if n not in self.notes]
-            lists = settings.projection_concept_lists if settings.uses_projection else ()
+            active = settings.enabled and settings.mode != "off"  # a switched-off node encodes no concepts
+            lists = settings.projection_concept_lists if active and settings.uses_projection else ()
             pooled = rec.stream in POOLED.get(record.family, ((), ""))[0] and settings.effective_intensity > 0
             plans.append((rec, sanitizer, lists, pooled, settings))
         total = sum(len(c) for _, _, lists, _, _ in plans for c in lists)
