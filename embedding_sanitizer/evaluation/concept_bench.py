@@ -6,6 +6,7 @@ it (the concepts alone). Each is a median over ``repeats`` fresh caches.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -45,4 +46,4 @@ def time_concepts(encoder, n: int, repeats: int = 3) -> dict:
         first.append(mid - start)
         later.append(time.perf_counter() - mid)
     return {"encoder": encoder.name, "concepts": n, "repeats": repeats, "threads": torch.get_num_threads(),
-            "first_list_s": round(statistics.median(first), 2), "later_list_s": round(statistics.median(later), 2)}
+            "load_average_1min": round(os.getloadavg()[0], 2), "first_list_s": round(statistics.median(first), 2), "later_list_s": round(statistics.median(later), 2)}

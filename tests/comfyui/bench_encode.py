@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def concepts_only(pack, nodes, clip, n: int, repeats: int) -> dict:
     import torch
 
     return {"host": "ComfyUI (in-process, CPU)", "encoder": "SD1.5 CLIP-L, random weights", "concepts": n,
-            "repeats": repeats, "threads": torch.get_num_threads(),
+            "repeats": repeats, "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
             "first_list_s": round(statistics.median(first), 2), "later_list_s": round(statistics.median(later), 2)}
 
 
