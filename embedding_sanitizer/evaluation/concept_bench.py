@@ -46,4 +46,5 @@ def time_concepts(encoder, n: int, repeats: int = 3) -> dict:
         first.append(mid - start)
         later.append(time.perf_counter() - mid)
     return {"encoder": encoder.name, "concepts": n, "repeats": repeats, "threads": torch.get_num_threads(),
-            "load_average_1min": round(os.getloadavg()[0], 2), "first_list_s": round(statistics.median(first), 2), "later_list_s": round(statistics.median(later), 2)}
+            "load_average_1min": round(os.getloadavg()[0], 2), "first_list_s": round(statistics.median(first), 2),
+            "later_list_s": round(statistics.median(later), 2)}
