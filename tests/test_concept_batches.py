@@ -70,3 +70,18 @@ def test_cap_and_empty_list_are_clear_errors(clip):
 def test_parse_concepts_is_linear_and_keeps_first_spelling():
     assert parse_concepts("Nudity, nudity, gore\nGORE, , blood") == ("Nudity", "gore", "blood")
     assert len(parse_concepts(", ".join(f"c{i}" for i in range(50000)))) == 50000
+
+
+def test_concept_bench_reports_medians(clip):
+    from embedding_sanitizer.evaluation.concept_bench import concept_list, time_concepts
+
+    assert len(set(c.lower() for c in concept_list(1000))) == 1000
+    result = time_concepts(clip, 20, repeats=1)
+    assert result["concepts"] == 20 and result["first_list_s"] > 0 and result["later_list_s"] > 0
+
+
+def test_bench_concepts_only_refuses_more_than_the_cap(capsys):
+    from embedding_sanitizer.cli import main
+
+    assert main(["bench", "--concepts-only", str(MAX_CONCEPTS + 1)]) == 2
+    assert f"1 to {MAX_CONCEPTS}" in capsys.readouterr().err
