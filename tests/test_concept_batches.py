@@ -77,7 +77,7 @@ def test_concept_bench_reports_medians(clip):
 
     assert len(set(c.lower() for c in concept_list(1000))) == 1000
     result = time_concepts(clip, 20, repeats=1)
-    assert result["concepts"] == 20 and result["first_list_s"] > 0 and result["later_list_s"] > 0
+    assert result["concepts"] == 20 and result["first_list_s"] > 0 and result["later_list_s"] >= 0
 
 
 def test_bench_concepts_only_refuses_more_than_the_cap(capsys):
