@@ -12,6 +12,8 @@ written to the audit log.
 """
 from __future__ import annotations
 
+import torch
+
 from embedding_sanitizer.pooled import DEFAULT_POOLED_CACHE
 from embedding_sanitizer.reference_prompts import NEUTRAL_PROMPTS
 
@@ -32,7 +34,9 @@ class Preparation:
     def run(self, inner, tokenizer, token_weight_pairs):
         patch = self.patch
         record = record_encode(inner, tokenizer, token_weight_pairs)
-        if record.family is None:  # not covered: apply() refuses under a lock, notes it otherwise
+        if record.family is None or not all(_finite(rec.output) for rec in record.streams):
+            # not covered (apply() refuses under a lock, notes it otherwise), or a broken model: the encode's own
+            # check gives its message ("embeddings contain NaN") before any concept is encoded
             return patch.apply(record)[0]
         plans = []
         for rec in record.streams:
@@ -56,6 +60,11 @@ class Preparation:
                 DEFAULT_POOLED_CACHE.get(rec.encoder.pooled_key, host_pooled, settings.all_concepts)
         out, _entry = patch.apply(record)  # the empty prompt through every stage (alignment, NaN, policy)
         return out
+
+
+def _finite(output) -> bool:
+    rows = output[0] if output else None
+    return not torch.is_tensor(rows) or bool(torch.isfinite(rows).all())
 
 
 def _stepper(advance):
