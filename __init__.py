@@ -44,10 +44,12 @@ _register_core()
 
 WEB_DIRECTORY = "./web"
 if __package__:  # ComfyUI imports this folder as a package
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_server_lock, register_folder  # noqa: E402
+    from .nodes import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, install_preview_route,  # noqa: E402
+                        install_server_lock, register_folder)
 
     register_folder()
     install_server_lock()  # class-level encode hooks for a server-scope policy (no-op outside ComfyUI)
+    install_preview_route()  # POST /embedding_sanitizer/preview, the widget's live heatmap (no-op outside the server)
     if os.environ.get("EMBEDDING_SANITIZER_V3", "") == "1":  # opt-in: the V3 schema (README "Nodes")
         from .nodes import v3  # noqa: E402
 

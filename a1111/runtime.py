@@ -19,7 +19,7 @@ from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words, score_color, text_color
 from embedding_sanitizer.weights_io import WeightsFileError, WeightsMismatch, load_es, read_metadata, scan_weight_files
 
-from . import pooled
+from . import auto_calibration, pooled
 from .encoder import WebuiTextEncoder
 
 log = logging.getLogger("embedding_sanitizer.a1111")
@@ -143,26 +143,51 @@ def _matches(path: Path, encoder: WebuiTextEncoder) -> bool:
 
 
 class Runtime:
-    """Sanitizers per encoder, shared by the hook, the live-heatmap route and calibration."""
+    """Sanitizers per encoder, shared by the hook, the live-heatmap route and calibration.
 
-    def __init__(self, weight_folders: Callable[[], Iterable[Path]]):
+    ``save_folder`` is where calibrated weights go (``models/embedding_sanitizer``): the weights choice
+    ``auto-calibrate`` writes its background run's file there (``a1111/auto_calibration.py``).
+    """
+
+    def __init__(self, weight_folders: Callable[[], Iterable[Path]],
+                 save_folder: Callable[[], Path] | None = None):
         self.weights = WeightsResolver(weight_folders)
+        self.save_folder = save_folder
 
-    def sanitizer(self, encoder: WebuiTextEncoder, settings: Settings) -> Sanitizer:
+    def plan(self, encoder: WebuiTextEncoder, settings: Settings) -> tuple[Sanitizer, Settings, list[str]]:
+        """(sanitizer, the settings it runs with, notes for the infotext)."""
         if not settings.uses_es:
-            return Sanitizer(encoder)
+            return Sanitizer(encoder), settings, []
+        if auto_calibration.is_auto_calibrate(settings):
+            path = self.weights.find("", encoder)  # a file that matches, as with the weights left on auto
+            if path is None:
+                if self.save_folder is None:
+                    raise RuntimeError("weights 'auto-calibrate' needs the webui's models folder")
+                job = auto_calibration.request(encoder, settings, self.save_folder())
+                if job.state != "done" or not job.path.is_file():
+                    # never waits: the training-free projection until the file is ready
+                    return Sanitizer(encoder), settings.replace(mode="safree"), [job.note()]
+                path = job.path
+            model, meta = self.weights.load(path, encoder)
+            return Sanitizer(encoder, model, meta), settings, []
         path = self.weights.find(settings.weights, encoder)
         if path is None:
-            return Sanitizer(encoder)  # the core raises its clear "needs calibrated weights" error
+            return Sanitizer(encoder), settings, []  # the core raises its clear "needs calibrated weights" error
         model, meta = self.weights.load(path, encoder)
-        return Sanitizer(encoder, model, meta)
+        return Sanitizer(encoder, model, meta), settings, []
+
+    def sanitizer(self, encoder: WebuiTextEncoder, settings: Settings) -> Sanitizer:
+        return self.plan(encoder, settings)[0]
 
     def run(self, encoder: WebuiTextEncoder, z: torch.Tensor, ids: torch.Tensor, pieces, settings: Settings,
             texts: list[str] | None = None):
         """The core call; ``texts`` (the prompts as typed) turn on the normalised-text check."""
-        sanitizer = self.sanitizer(encoder, settings)
+        sanitizer, settings, notes = self.plan(encoder, settings)
         with torch.no_grad():
-            return sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+            result = sanitizer.sanitize(z, ids.to(z.device), encoder.layout, settings, pieces=pieces, texts=texts)
+        if notes:
+            result.report["notes"] = list(notes) + [n for n in result.report["notes"] if n not in notes]
+        return result
 
     def score_texts(self, encoder: WebuiTextEncoder, texts: list[str], settings: Settings):
         """Tokenize and encode ``texts`` with the host model, then sanitize (for the live heatmap)."""
@@ -190,6 +215,8 @@ def sanitize_output(runtime: Runtime, state: RunState, encoder: WebuiTextEncoder
     negative = bool(getattr(texts, "is_negative_prompt", False))
     for note in result.report["notes"]:
         if note.startswith("prompt ") and "normalised" in note:  # the normalised-text check
+            state.note_once(note)
+        elif note.startswith("auto-calibration"):  # weights 'auto-calibrate': running, finished or failed
             state.note_once(note)
     # float32 from the core: 0.55 arrives as 0.55000001, which would give one step more; the fractions are
     # (t' + 1) / 50, so six decimals give back the intended value.

@@ -10,12 +10,18 @@ from embedding_sanitizer.settings import FIELD_BY_NAME
 from embedding_sanitizer.calibration_run import DEFAULT_TIME_BUDGET_S
 
 from . import schema, webui
+from .auto_calibration import AUTO_CALIBRATE
 from .calibration import DEVICES, make_calibrate_fn
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 
 
 # ------------------------------------------------------------ Settings page
+def weight_choices() -> list[str]:
+    """The weights dropdown after its empty entry (= auto): ``auto-calibrate``, then the files found."""
+    return [AUTO_CALIBRATE] + webui.RUNTIME.weights.names()
+
+
 def register_options(shared, gr) -> list[str]:
     """Add the Embedding Sanitizer section to the Settings page (call from ``on_ui_settings``)."""
     section = schema.SECTION
@@ -32,7 +38,7 @@ def register_options(shared, gr) -> list[str]:
             else f"Default {spec.label.lower()}"
         if spec.name == "weights":
             info = shared.OptionInfo(default, label, gr.Dropdown,
-                                     lambda: {"choices": [""] + webui.RUNTIME.weights.names()},
+                                     lambda: {"choices": [""] + weight_choices()},
                                      refresh=lambda: None, section=section)
         else:
             kwargs = schema.component_kwargs(spec, default)
@@ -76,7 +82,7 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
         policy = webui.current_policy()
     except Exception as exc:  # noqa: BLE001 - show the problem in the UI; generation will refuse
         defaults, policy, problem = Settings(), None, str(exc)
-    names = webui.RUNTIME.weights.names()
+    names = weight_choices()
     comps: dict[str, object] = {}
 
     def make(name):
@@ -119,7 +125,7 @@ def build_accordion(script, is_img2img: bool, gr) -> list:
     preset, intensity = comps["preset"], comps["intensity"]
     intensity.release(fn=lambda: "custom", inputs=[], outputs=[preset], show_progress=False)
     preset.change(fn=_preset_intensity, inputs=[preset, intensity], outputs=[intensity], show_progress=False)
-    refresh.click(fn=lambda: gr.update(choices=[""] + webui.RUNTIME.weights.names()), inputs=[],
+    refresh.click(fn=lambda: gr.update(choices=[""] + weight_choices()), inputs=[],
                   outputs=[comps["weights"]], show_progress=False)
     calibrate.click(fn=make_calibrate_fn(gr), inputs=[comps["concepts"], budget, device, threads], outputs=[status])
 

@@ -98,7 +98,7 @@ def unservable() -> str:
     return OLD_EMPHASIS if any(getattr(opts, key, False) for key in COMPAT_OPTIONS) else ""
 
 
-RUNTIME = Runtime(weight_folders)
+RUNTIME = Runtime(weight_folders, lambda: models_dir() or WEIGHTS_DIR)
 HOOK = Hook(RUNTIME, layer_tag, idle_state, unservable)
 SVF = Schedule(HOOK)
 SEAL = LockSeal(RESTRICTED_KEYS, RESTRICTED_DEFAULTS)

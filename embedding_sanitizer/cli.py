@@ -29,13 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if a in COMMANDS), None)
-    modules = {}
+    modules, parsers = {}, {}
     for name, help_text in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:  # only the chosen command's module is imported
             modules[name] = importlib.import_module(f"embedding_sanitizer.commands.{name}")
             modules[name].configure(command_parser)
     args = parser.parse_args(argv)
+    check_flags = getattr(args, "check_flags", None)  # flags that contradict each other (settings_args)
+    if check_flags is not None:
+        check_flags(parsers[args.command], args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(modules[args.command].run(args) or 0)

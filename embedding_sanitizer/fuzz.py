@@ -320,14 +320,23 @@ class Fuzzer:
 
     # -- demo and heatmap text paths ---------------------------------------------------------
     def case_heatmap(self, rng: random.Random) -> None:
-        from .heatmap import group_words, heatmap_html, render_terminal
+        from .heatmap import group_words, heatmap_html, records_json, render_terminal, word_records
 
         pieces = [random_piece(rng) for _ in range(rng.randint(0, 30))]
         scores = [rng.choice([rng.random(), 0.0, 1.0, float("nan"), -0.5, 2.0]) for _ in pieces]
+        edits = [rng.choice([0.0, rng.random(), 3.0, float("nan")]) for _ in pieces]
         self.inputs += 1
         words = group_words(pieces, scores)
         render_terminal(words, color=rng.random() < 0.5)
         heatmap_html(words)
+        records = word_records(pieces, scores, edits)
+        if [(r.word, r.positions) for r in records] != [(w, p) for w, _, p in words]:
+            raise Violation("word_records and group_words group the pieces differently")
+        if any(not (r.edit >= 0) for r in records):
+            raise Violation(f"a word's edit weight is negative or NaN: {[r.edit for r in records]}")
+        render_terminal(records, color=False)
+        heatmap_html(records)
+        json.dumps(records_json(records), allow_nan=False)
         if rng.random() < 0.02 and self.minilm is not None and self.demo:
             self.inputs += 1
             check_demo(random_prompt(rng, 1, 12, odd=0.4))

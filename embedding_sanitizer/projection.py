@@ -18,8 +18,9 @@ detection comes in two flavours:
   generated unsafe prompts, and benign rows (neutral prompts, compounds and
   idioms such as "naked eye" or "blood orange"). The row together with its
   neighbouring word rows (``context_vectors``) keeps its score only when its
-  nearest unsafe reference is closer than its nearest benign one
-  (``contrast_gate``); training-free, one small matrix product per candidate.
+  nearest unsafe references (mean cosine of the ``CONTRAST_TOP_K`` nearest) are
+  closer than its nearest benign ones (``contrast_gate``); training-free, one
+  small matrix product per candidate.
 
 Projections follow the released code's order, ``(I - P_C) P_I e``, for the
 leave-one-out detector, and a centred concept removal
@@ -42,7 +43,10 @@ SVF_CENTER = 5.333
 CONTEXT_WEIGHT = 1.0  # weight of the mean neighbouring word row in a context vector
 CONTRAST_TEMPERATURE = 0.02  # the gate goes from 0.27 to 0.73 over this change of the cosine margin
 CONTRAST_MIN_SCORE = 0.2  # rows scoring below this are not looked up (their score stays under it anyway)
-CONTRAST_MARGIN = 0.04  # a benign reference must be this much closer than every unsafe one to lower a score
+# Chosen on the odd entries of evaluation/hard_negatives.csv and reported on the even ones
+# (tools/measure_hard_negatives.py prints both); was top 1 with margin 0.04 (edited 16.5% of the list, 9.2% now).
+CONTRAST_MARGIN = 0.0  # added to (unsafe - benign): > 0 favours the unsafe bank on a tie
+CONTRAST_TOP_K = 5  # each side's similarity is the mean cosine of its k nearest references
 
 
 def projector(vectors: torch.Tensor) -> torch.Tensor:
@@ -147,13 +151,20 @@ def context_vectors(rows: torch.Tensor, roles: torch.Tensor, center: torch.Tenso
     return torch.nn.functional.normalize(mixed, dim=-1) * word.unsqueeze(-1)
 
 
+def nearest_similarity(vectors: torch.Tensor, refs: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean cosine ``[N]`` of each unit vector to its ``k`` nearest unit references (all of them if fewer)."""
+    sims = vectors @ refs.T
+    return sims.topk(min(k, sims.shape[-1]), dim=-1).values.mean(-1)
+
+
 def contrast_gate(vectors: torch.Tensor, unsafe_refs: torch.Tensor, benign_refs: torch.Tensor,
-                  margin: float = CONTRAST_MARGIN, temperature: float = CONTRAST_TEMPERATURE) -> torch.Tensor:
-    """``sigmoid((max cos to an unsafe reference - max cos to a benign reference + margin) / temperature)``
-    for unit vectors ``[N, D]``: near 1 when the nearest reference is unsafe, near 0 when a benign one is
-    clearly nearer."""
-    unsafe = (vectors @ unsafe_refs.T).amax(-1)
-    benign = (vectors @ benign_refs.T).amax(-1)
+                  margin: float = CONTRAST_MARGIN, temperature: float = CONTRAST_TEMPERATURE,
+                  k: int = CONTRAST_TOP_K) -> torch.Tensor:
+    """``sigmoid((unsafe similarity - benign similarity + margin) / temperature)`` for unit vectors ``[N, D]``,
+    each similarity the mean cosine of the ``k`` nearest references of that bank: near 1 when the nearest
+    references are unsafe, near 0 when benign ones are clearly nearer."""
+    unsafe = nearest_similarity(vectors, unsafe_refs, k)
+    benign = nearest_similarity(vectors, benign_refs, k)
     return torch.sigmoid((unsafe - benign + margin) / temperature)
 
 

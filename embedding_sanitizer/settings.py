@@ -84,7 +84,9 @@ FIELDS: tuple[FieldSpec, ...] = (
               "Comma- or newline-separated concepts (e.g. nudity, violence, Van Gogh, church).",
               "ES concepts"),
     FieldSpec("weights", str, "", "Sanitizer weights",
-              "File name of calibrated ES weights (.safetensors) for this text encoder.", "ES weights"),
+              "File name of calibrated ES weights (.safetensors) for this text encoder; empty: a file that matches it; "
+              "auto-calibrate: as empty, and when none matches, calibrate one in the background (the training-free "
+              "projection is used until it is ready).", "ES weights"),
     FieldSpec("detector", str, "fast", "Projection detector",
               "fast: scores every token from its own row, no extra encoder pass; loo: the released "
               "SAFREE leave-one-out rule (one extra batched encoder pass over n masked copies).",

@@ -2,6 +2,7 @@
 from .calibrate_node import EmbeddingSanitizerCalibrate
 from .clip_node import EmbeddingSanitizerCLIP
 from .conditioning_node import EmbeddingSanitizerConditioning
+from .preview_route import install as install_preview_route
 from .server_lock import install as install_server_lock
 from .weights import register_folder
 
@@ -17,4 +18,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EmbeddingSanitizerCalibrate": "Calibrate Embedding Sanitizer",
 }
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "install_server_lock", "register_folder"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "install_preview_route", "install_server_lock",
+           "register_folder"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from . import audit_hook, policy, weights
+from . import audit_hook, policy, preview, weights
 from .prepare import comfy_progress, prepare
 from .proxy import Patch, patch_clip
 from .schema import CATEGORY, node_settings, settings_inputs
@@ -55,6 +55,7 @@ def validate_weights(choice) -> bool | str:
 
 def patched_clip(clip, unique_id, kwargs: dict, progress_factory=None):
     """The node's work (shared by the V1 and V3 classes): the patched clone, checked (``nodes/prepare.py``)."""
+    preview.remember_clip(unique_id, clip)  # the widget's live preview re-scores with it
     settings, choice, notes, in_force = node_settings(kwargs, "Embedding Sanitizer (CLIP)")
     if settings is None:  # on_error: open, logged
         return clip

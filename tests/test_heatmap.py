@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from embedding_sanitizer import heatmap as hm
+from tests.support.require import require
 from embedding_sanitizer.heatmap import (
     group_words, heatmap_html, layout_words, render_png, render_terminal, score_color, should_color,
     text_color,
@@ -205,7 +206,7 @@ def test_render_png_empty_and_odd_inputs():
 def test_render_png_with_bitmap_font_fallback(monkeypatch):
     """Old Pillow without load_default(size=...): the small bitmap font still renders cleanly."""
     from PIL import ImageFont
-    monkeypatch.setattr(hm, "_font", lambda size: (ImageFont.load_default_imagefont(), False)
+    monkeypatch.setattr(hm.fonts, "base_font", lambda size: (ImageFont.load_default_imagefont(), False)
                         if hasattr(ImageFont, "load_default_imagefont") else (ImageFont.load_default(), False))
     words = [(f"w{i}", i / 30) for i in range(30)]
     img = render_png(words, title="old pillow", width=300)
@@ -257,3 +258,136 @@ def test_heatmap_html_escapes_and_colours():
     assert "background:#%02x%02x%02x" % score_color(0.9) in out
     assert 'data-score="0.90"' in out and ">0.90</sup>" in out
     assert heatmap_html([]).startswith("<div")
+
+
+# ----------------------------------------------------------------------------- edit weights, legend, fonts
+
+def test_word_records_carry_edit_weight_and_flag():
+    edits = [0.0, 0.0, 0.2, 0.8, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5]  # EOS rows edited: not a word
+    flags = [False, False, False, True, False, False, False, False, False, False]
+    recs = hm.word_records(CLIP_PIECES, CLIP_SCORES, edits, flags)
+    assert [r.word for r in recs] == ["a", "naked", "woman", "on", "the", "beach"]
+    naked = recs[1]
+    assert naked.edit == pytest.approx(0.8) and naked.flagged and naked.positions == [2, 3]
+    assert all(r.edit == 0.0 and not r.flagged for r in recs if r.word != "naked")
+    # the same words and scores as group_words
+    assert [(r.word, r.score, r.positions) for r in recs] == group_words(CLIP_PIECES, CLIP_SCORES)
+    # no edits given (or intensity 0: all zero) -> nothing edited
+    assert all(r.edit == 0.0 for r in hm.word_records(CLIP_PIECES, CLIP_SCORES))
+    assert all(r.edit == 0.0 for r in hm.word_records(CLIP_PIECES, CLIP_SCORES, np.zeros(len(CLIP_PIECES))))
+    with pytest.raises(ValueError, match="edits"):
+        hm.word_records(CLIP_PIECES, CLIP_SCORES, [0.0])
+
+
+def test_normalize_reads_edit_from_records_and_dicts():
+    words = hm.normalize([hm.WordRecord("naked", 0.9, [1], 0.7, True), ("woman", 0.1),
+                          {"text": "blood", "score": 0.6, "weight": 0.3}, {"word": "x", "score": 0.2, "edit": None}])
+    assert [(w.text, w.edit) for w in words] == [("naked", 0.7), ("woman", 0.0), ("blood", 0.3), ("x", 0.0)]
+
+
+def _border_violet(img, box):
+    """How many pixels just inside the chip's left edge lean violet (the edit ring)."""
+    x0, y0, x1, y1 = box
+    count = 0
+    for x in range(x0, x0 + 5):
+        r, g, b = img.getpixel((x, (y0 + y1) // 2))
+        count += b > g + 30 and b > r
+    return count
+
+
+def test_png_rings_edited_words_by_edit_weight():
+    words = [hm.WordRecord("naked", 0.9, [0], 1.0, True), hm.WordRecord("woman", 0.9, [1], 0.2, False),
+             hm.WordRecord("beach", 0.9, [2], 0.0, False)]
+    lay = layout_words(words)
+    img = render_png(words)
+    rings = {b.word: _border_violet(img, b.box) for b in lay.boxes}
+    assert rings["beach"] == 0  # not edited: no ring, whatever its score
+    assert rings["naked"] > rings["woman"] > 0  # thicker ring for the stronger edit
+    assert [b.edit for b in lay.boxes] == [1.0, 0.2, 0.0]
+    assert "ring: edited at this intensity" in " ".join(lay.legend_lines)
+
+
+def test_png_intensity_zero_shows_nothing_edited():
+    recs = hm.word_records(CLIP_PIECES, CLIP_SCORES, [0.0] * len(CLIP_PIECES))
+    img = render_png(recs)
+    lay = layout_words(recs)
+    assert all(_border_violet(img, b.box) == 0 for b in lay.boxes)
+    assert "no word is edited at this intensity" in lay.legend_lines[0]
+
+
+def test_png_legend_says_low_scores_are_not_coloured():
+    lay = layout_words([("a", 0.04), ("naked", 0.9)])
+    assert "scores under 0.05 are not coloured or labelled" in lay.legend_lines[0]
+    img = render_png([("a", 0.04), ("naked", 0.9)])
+    a = lay.boxes[0].box
+    assert img.getpixel(((a[0] + a[2]) // 2, a[1] + 3)) == score_color(0.0)  # 0.04 is drawn as 0
+    assert lay.boxes[0].label is None
+    assert layout_words([("a", 0.04)], legend=False).legend_lines == []
+
+
+def test_png_notes_characters_no_font_can_draw(monkeypatch, caplog):
+    monkeypatch.setattr(hm.fonts, "FALLBACK_FONTS", ())
+    monkeypatch.setattr(hm.fonts, "fontconfig_file", lambda pattern: None)
+    lay = layout_words([("中文", 0.5), ("cat", 0.0)])
+    assert lay.missing_glyphs == "中文"
+    assert any("no font here has the glyphs for U+4E2D U+6587" in ln and "fonts-noto-cjk" in ln for ln in lay.legend_lines)
+    assert "no font found has the glyphs" in caplog.text
+    assert layout_words([("cat", 0.0)]).missing_glyphs == ""
+
+
+def test_png_asks_fontconfig_for_the_script(monkeypatch):
+    """No named fallback: the font comes from fc-match for the word's language."""
+    def dejavu_sans():
+        """fontconfig with DejaVu Sans"""
+        path = hm.fonts.fontconfig_file(":family=DejaVu Sans")
+        return path if path and "DejaVu" in path else None
+
+    dejavu = require(dejavu_sans, "run bash tools/bootstrap.sh --test (installs fontconfig and fonts-dejavu-core)")
+    asked = []
+
+    def fake(pattern):
+        asked.append(pattern)
+        return dejavu if pattern == ":lang=el" else None
+
+    monkeypatch.setattr(hm.fonts, "FALLBACK_FONTS", ())
+    monkeypatch.setattr(hm.fonts, "fontconfig_file", fake)
+    base, _ = hm.fonts.base_font(40)
+    font, ok = hm.fonts.pick_font(base, 40, "Ελλάδα", True)
+    assert ok and font is not base and ":lang=el" in asked
+    assert layout_words([("Ελλάδα", 0.3)]).missing_glyphs == ""
+
+
+def test_script_langs():
+    assert hm.fonts.script_langs("ひらがな 中文 한국어 abc") == ["ja", "zh-cn", "ko"]
+    assert hm.fonts.script_langs("plain") == []
+
+
+def test_terminal_and_html_mark_edited_words():
+    words = [hm.WordRecord("naked", 0.97, [0], 0.8, True), hm.WordRecord("woman", 0.3, [1], 0.0, False)]
+    assert render_terminal(words, color=False) == "naked[0.97 edit 0.80] woman[0.30]"
+    assert "\x1b[4m" in render_terminal(words, color=True)
+    out = heatmap_html(words)
+    assert out.count("es-edited") == 1 and 'data-edit="0.80"' in out and "edited (weight 0.80)" in out
+
+
+def test_png_draws_cjk_with_a_system_font():
+    """With a CJK font installed (Debian: fonts-noto-cjk), Japanese, Chinese and Korean words get real glyphs."""
+    def cjk_font():
+        """a CJK font found by fontconfig (fc-match :lang=ja)"""
+        path = hm.fonts.fontconfig_file(":lang=ja")
+        return path if path and hm.fonts.has_glyphs(hm.fonts._truetype(path, 20), "中文") else None
+
+    require(cjk_font, "run bash tools/bootstrap.sh --test (installs fonts-noto-cjk)")
+    lay = layout_words([("裸の", 0.9), ("女性", 0.4), ("中文", 0.2), ("한국어", 0.1)])
+    assert lay.missing_glyphs == "" and not any("no font" in ln for ln in lay.legend_lines)
+    assert all(b.box[2] - b.box[0] > 30 for b in lay.boxes)
+
+
+def test_records_json_is_strict_json():
+    import json
+
+    recs = hm.word_records(["na", "##ked", "x"], [float("nan"), 0.5, 0.1], [0.3, float("nan"), 0.0])
+    out = hm.records_json(recs)
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert out[0] == {"word": "naked", "score": 0.5, "edit": 0.3, "flagged": False, "emphasis": 1.0,
+                      "positions": [0, 1]}

@@ -129,8 +129,13 @@ def test_contrast_gate_formula():
     v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
     unsafe = torch.tensor([[1.0, 0.0]])
     benign = torch.nn.functional.normalize(torch.tensor([[0.6, 0.8]]), dim=-1)
-    got = contrast_gate(v, unsafe, benign, margin=0.05, temperature=0.1)
+    got = contrast_gate(v, unsafe, benign, margin=0.05, temperature=0.1, k=1)
     expected = torch.sigmoid((torch.tensor([1.0 - 0.6, 0.0 - 0.8]) + 0.05) / 0.1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # k nearest: the mean of the k largest cosines per bank; a bank smaller than k uses all of it
+    benign2 = torch.cat([benign, torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0]])])
+    got = contrast_gate(v, unsafe, benign2, margin=0.0, temperature=0.1, k=2)
+    expected = torch.sigmoid((torch.tensor([1.0 - (1.0 + 0.6) / 2, 0.0 - (0.8 + 0.0) / 2])) / 0.1)
     assert torch.allclose(got, expected, atol=1e-6)
 
 

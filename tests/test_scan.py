@@ -232,6 +232,17 @@ def test_policy_defaults_fill_flags_not_given(tmp_path):
     assert records[0]["settings"]["preset"] == "low" and records[0]["notes"] == ["projection detector: fast"]
 
 
+def test_intensity_under_a_policy_preset_is_noted_not_silently_dropped(tmp_path, capsys):
+    """--preset NAME --intensity X is a usage error; a preset from the policy's defaults gets a note instead."""
+    policy = _write(tmp_path, "policy.json", json.dumps({"defaults": {"preset": "low"}}))
+    rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--policy", str(policy), "--intensity", "2")
+    assert rc == 0 and records[0]["settings"]["preset"] == "low"
+    assert any("--intensity 2 is not used" in n and "'low'" in n for n in records[0]["notes"])
+    with pytest.raises(SystemExit):
+        scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--preset", "low", "--intensity", "2")
+    assert "--preset low sets the intensity itself" in capsys.readouterr().err
+
+
 def test_a_broken_policy_stops_the_scan(tmp_path, capsys):
     policy = _write(tmp_path, "policy.json", '{"locked": true, "forced_mode": "off"}')
     rc, records = scan(tmp_path, "p.txt", f"{UNSAFE}\n", "--policy", str(policy))

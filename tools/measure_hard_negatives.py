@@ -79,6 +79,7 @@ def main() -> None:
           f"encoding {1000 * encode_s / n_prompts:.1f} ms/prompt")
     task = Task("harm", tuple(DEFAULT_CONCEPTS))
     n = len(entries)
+    odd = np.array([i % 2 == 1 for i in range(n)] * 2)  # entry i gives prompts i (phrase) and n + i (caption)
     columns = {}
     es_path = default_weights_path(encoder)
     es_model, es_meta = (load_es(es_path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
@@ -111,6 +112,8 @@ def main() -> None:
             "hard negatives edited (all prompts)": f"{hard.mean():.3f} ({int(hard.sum())}/{len(hard)})",
             "  phrases alone": f"{hard[:n].mean():.3f} ({int(hard[:n].sum())}/{n})",
             "  in captions": f"{hard[n:].mean():.3f} ({int(hard[n:].sum())}/{n})",
+            "  odd entries (where the gate was tuned)": f"{hard[odd].mean():.3f}",
+            "  even entries (held out from tuning)": f"{hard[~odd].mean():.3f}",
             **{f"  {c}": f"{hard[[i for i, e in enumerate(entries * 2) if e.category == c]].mean():.3f}"
                for c in ("nudity", "violence", "weapons")},
             "I2P nudity TPR@1%FPR vs COCO": f"{tpr:.3f}",

@@ -1,7 +1,8 @@
 """The settings flags shared by ``demo`` and ``scan``, and what they load.
 
 ``add_settings_arguments(parser)`` adds ``--encoder --mode --preset --intensity
---concepts --detector --weights --device``; ``prepare(args, defaults)`` turns them
+--concepts --detector --weights --device`` and the check that refuses contradicting ones
+(``check_flag_conflicts``, run by ``cli.main`` for every command with these flags); ``prepare(args, defaults)`` turns them
 into a ready ``SanitizerRun`` (encoder, ES model, settings after the policy, its notes).
 
 The flags given are the user's values; ``Policy.resolve`` (the hosts' entry) turns
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..policy import Policy
-from ..settings import DETECTORS, FIELD_BY_NAME, MODES, PRESET_CHOICES, Settings
+from ..settings import DETECTORS, FIELD_BY_NAME, MODES, PRESET_CHOICES, PRESETS, Settings
 
 AUTO = "auto"
 FLAG_FIELDS = ("preset", "intensity", "concepts", "detector")  # flags that map 1:1 onto a setting
+#: Flags whose value a named preset (low, medium, high, max) replaces: giving both is an error.
+PRESET_OWNED_FLAGS = ("intensity",)
 
 
 def add_settings_arguments(parser) -> None:
@@ -31,12 +34,29 @@ def add_settings_arguments(parser) -> None:
                         help="auto (default): es+safree when calibrated weights for the encoder exist, else safree")
     parser.add_argument("--preset", choices=PRESET_CHOICES, default=None, help="default: custom")
     parser.add_argument("--intensity", type=float, default=None,
-                        help="0 = identity, 1 = operating point (used with --preset custom, the default); default 1")
+                        help="0 = identity, 1 = operating point; default 1. Only with --preset custom (the default): "
+                             "a named preset sets its own, and giving both is an error")
     parser.add_argument("--concepts", default=None,
                         help=f"comma-separated concepts to remove; default: {FIELD_BY_NAME['concepts'].default}")
     parser.add_argument("--detector", choices=DETECTORS, default=None, help="projection detector; default: fast")
     parser.add_argument("--weights", default="", help="ES weights .safetensors (default: the shipped ones, if any)")
     parser.add_argument("--device", default=AUTO, help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N")
+    parser.set_defaults(check_flags=check_flag_conflicts)  # run by cli.main right after parsing
+
+
+def check_flag_conflicts(parser, args) -> None:
+    """Refuse flags that contradict each other (``parser.error``: usage and exit status 2).
+
+    A named preset sets the intensity itself, so ``--preset low --intensity 3`` would silently
+    drop the 3; ``--intensity`` goes with ``--preset custom`` (or no ``--preset``).
+    """
+    preset = getattr(args, "preset", None)
+    if preset is None or preset == "custom":
+        return
+    given = [f"--{name}" for name in PRESET_OWNED_FLAGS if getattr(args, name, None) is not None]
+    if given:
+        parser.error(f"--preset {preset} sets the intensity itself ({PRESETS[preset][0]:g}); "
+                     f"{' and '.join(given)} cannot be used with it: drop {' '.join(given)} or use --preset custom")
 
 
 @dataclass
@@ -90,6 +110,10 @@ def prepare(args, policy: Policy | None = None) -> SanitizerRun:
     values = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name, None) is not None}
     values.update(mode=mode, weights=weights.name if weights else "")
     settings, notes = policy.resolve(values, base)
+    intensity = getattr(args, "intensity", None)
+    if intensity is not None and settings.preset != "custom":  # the preset came from the policy, not a flag
+        notes = notes + [f"--intensity {intensity:g} is not used: the preset {settings.preset!r} sets the "
+                         f"intensity ({PRESETS[settings.preset][0]:g})"]
     check_ready(settings, es_model, encoder)
     return SanitizerRun(encoder, settings, es_model, es_meta, weights, device, notes)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.require import require
+
 ROOT = Path(__file__).resolve().parents[2]
 STUB = Path(__file__).resolve().parent / "stub"
 OWNED = ("modules", "a1111", "launch", "backend", "a1111_stub_models")
@@ -57,10 +59,7 @@ def _wrap_embeddings(model, stub_models):
 
 @pytest.fixture(scope="module")
 def webui(clip_weights, tmp_path_factory):
-    if os.environ.get("CI"):  # in CI a missing gradio is a broken setup, not a reason to skip the layer
-        import gradio  # noqa: F401
-    else:
-        pytest.importorskip("gradio")
+    require("gradio", "run bash tools/bootstrap.sh --test (installs tests/a1111/requirements.txt)")  # fails in CI
     saved_path = list(sys.path)
     saved_env = os.environ.get("A1111_STUB_DATA")
     data = tmp_path_factory.mktemp("a1111-data")

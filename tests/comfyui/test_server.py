@@ -72,3 +72,69 @@ def test_calibrate_node_through_the_server_then_es_mode(server, tiny_checkpoint)
     result = server.run(graph)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
     assert "whole prompt" in result["outputs"]["5"]["es_heatmap"][0]["summary"]
+
+
+PREVIEW = "/embedding_sanitizer/preview"
+PROMPT = "a naked woman on a beach, photo"
+
+
+def _post(server, path: str, body: dict) -> tuple[int, dict]:
+    """(status, JSON body) also for 4xx answers."""
+    import urllib.error
+
+    try:
+        return 200, server.post(path, body)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _settings(inputs: dict, **changes) -> dict:
+    return dict({k: v for k, v in inputs.items() if not isinstance(v, list)}, **changes)
+
+
+def test_preview_route_rescores_without_queueing(server, tiny_checkpoint):
+    """POST /embedding_sanitizer/preview on the real server: before a run the node has no CLIP (the answer says to
+    queue once); after one run it re-scores any text for any settings, edits follow the intensity (0: nothing edited,
+    same scores), and no prompt is queued for it."""
+    graph = tiny_graph(tiny_checkpoint.name)
+    graph["2"]["inputs"].update(preset="custom", intensity=0.85)  # not cached by another test's run
+    node = "2"
+    status, body = _post(server, PREVIEW, {"node": "not-run-yet", "texts": [PROMPT], "settings": {}})
+    assert status == 200 and body.get("needs_run") and "Queue the graph once" in body["message"]
+    result = server.run(graph)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[:3000]
+    history_before = len(server.get("/history"))
+
+    def preview(text, **changes):
+        return _post(server, PREVIEW, {"node": node, "texts": [text],
+                                       "settings": _settings(graph["2"]["inputs"], **changes)})
+
+    status, zero = preview(PROMPT, intensity=0.0)
+    assert status == 200, zero
+    stream = zero["heatmap"][0]
+    assert [w for w, _, _ in stream["words"]] == ["a", "naked", "woman", "on", "a", "beach", ",", "photo"]
+    assert len(stream["edits"]) == len(stream["words"]) and all(e == 0 for e in stream["edits"])
+    assert zero["preview"] is True and zero["intensity"] == 0.0
+    assert "0 edited" in zero["summary"]
+    # the random-weight CLIP flags 'naked' in this prompt (as in test_inprocess)
+    flagged_text = "naked woman on a beach with blood"
+    status, none = preview(flagged_text, intensity=0.0)
+    status, full = preview(flagged_text, intensity=3.0)
+    assert status == 200, full
+    words = [w for w, _, _ in full["heatmap"][0]["words"]]
+    edits = dict(zip(words, full["heatmap"][0]["edits"]))
+    assert "naked" in [w for w, _, f in none["heatmap"][0]["words"] if f], none
+    assert all(e == 0 for e in none["heatmap"][0]["edits"]), "flagged but not edited at intensity 0"
+    assert edits["naked"] > 0, full
+    assert [s for _, s, _ in full["heatmap"][0]["words"]] == [s for _, s, _ in none["heatmap"][0]["words"]], \
+        "the scores do not depend on the intensity"
+    status, other = preview("a swimmer at sea", intensity=1.0)
+    assert status == 200 and [w for w, _, _ in other["heatmap"][0]["words"]] == ["a", "swimmer", "at", "sea"]
+    status, medium = preview(PROMPT, preset="medium", intensity=0.1)
+    assert status == 200 and any("preset 'medium' sets the intensity" in n for n in medium["notes"])
+    status, bad = preview(PROMPT, intensity=7.0)
+    assert status == 422 and "intensity" in bad["error"]
+    status, bad = _post(server, PREVIEW, {"node": node, "texts": "not a list"})
+    assert status == 422
+    assert len(server.get("/history")) == history_before, "the preview queued a prompt"
+    assert server.get("/queue")["queue_running"] == []
