@@ -11,6 +11,7 @@ from .corpus.wordlists import HARD_NEGATIVES
 from .layout import ROLE_EOS, ROLE_PAD, ROLE_WORD, token_roles
 from .projection import ConceptSubspace, NullCalibration, context_vectors, orthonormal_basis, projector, relevance
 from .reference_prompts import BENIGN_SENSES, NEUTRAL_PROMPTS
+from .settings import MAX_CONCEPT_LIST, concept_cap_message
 
 log = logging.getLogger(__name__)
 REFERENCE_PER_TERM = 2  # generated unsafe prompts per term of the concept list (unsafe reference bank)
@@ -33,10 +34,62 @@ def gate_applies(layout) -> bool:
     return layout.name in GATED_LAYOUTS
 REFERENCE_BATCH = 64
 REFERENCE_SEED = 0
+CONCEPT_BATCH = 64  # concepts encoded per text-encoder call (bounded memory, and a progress step each)
+MAX_CONCEPTS = MAX_CONCEPT_LIST  # the documented cap (settings.py checks it when the settings are made)
 
 
 class EmptyConceptList(ValueError):
     """The concept list is empty: there is nothing to remove."""
+
+
+class ConceptListTooLong(ValueError):
+    """More concepts than ``MAX_CONCEPTS``."""
+
+
+def check_concept_count(concepts) -> None:
+    if not concepts:
+        raise EmptyConceptList("the concept list is empty: give at least one concept (e.g. 'nudity')")
+    if len(concepts) > MAX_CONCEPTS:
+        raise ConceptListTooLong(concept_cap_message(len(concepts)))
+
+
+def concept_means(encoder, concepts: tuple[str, ...], progress=None,
+                  batch: int = CONCEPT_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean word row ``[N, D]``, pooled row ``[N, D]``) of each concept, float32, in batches of ``batch``.
+
+    The list is tokenized at once (one padded length, as one batch would have it), then encoded ``batch``
+    concepts at a time; ``progress(done, total)`` is called after each batch. With a chunked layout (CLIP)
+    a concept that fits one chunk is encoded only up to the last non-padding position of its batch: CLIP
+    is causal, so its word and end-of-text rows do not depend on the padding after them (a host encoder
+    that needs whole chunks pads them back itself). Longer concepts and unchunked layouts (T5) are encoded
+    at their full padded length, as before.
+    """
+    ids = encoder.tokenize(list(concepts)).ids
+    layout = encoder.layout
+    roles = token_roles(ids, layout)
+    words_out: list = [None] * len(concepts)
+    pooled_out: list = [None] * len(concepts)
+    one_chunk = layout.chunk_length is not None and ids.shape[1] == layout.chunk_length
+    active = (roles != ROLE_PAD).sum(-1)
+    order = torch.argsort(active, descending=True).tolist() if one_chunk else list(range(len(concepts)))
+    for start in range(0, len(order), batch):
+        part = order[start:start + batch]
+        if one_chunk:
+            width = int(active[part].max())
+            out = encoder.encode_chunks(ids[part, :width])
+            part_roles = roles[part, :width]
+        else:
+            out = encoder.encode(ids[part])
+            part_roles = roles[part]
+        tokens = out.tokens.to(torch.float32)
+        is_word = (part_roles.to(tokens.device) == ROLE_WORD).unsqueeze(-1).to(torch.float32)
+        means = (tokens * is_word).sum(1) / is_word.sum(1).clamp_min(1)
+        pooled = out.pooled.to(torch.float32)
+        for k, i in enumerate(part):
+            words_out[i], pooled_out[i] = means[k], pooled[k]
+        if progress is not None:
+            progress(min(start + batch, len(order)), len(order))
+    return torch.stack(words_out), torch.stack(pooled_out)
 
 
 def neutral_rows(encoder) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,17 +177,13 @@ def unsafe_bank(encoder, concepts: tuple[str, ...], center: torch.Tensor, seed: 
 
 def build_subspace(encoder, concepts: tuple[str, ...],
                    neutral: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   references: bool = True, benign: torch.Tensor | None = None) -> ConceptSubspace:
-    """Encode the concepts (and, unless given, the neutral reference prompts) with ``encoder``."""
-    if not concepts:
-        raise EmptyConceptList("the concept list is empty: give at least one concept (e.g. 'nudity')")
-    concept_batch = encoder.tokenize(list(concepts))
-    concept_out = encoder.encode(concept_batch.ids)
-    concept_roles = token_roles(concept_batch.ids, encoder.layout).to(concept_out.tokens.device)
-    tokens = concept_out.tokens.to(torch.float32)
-    is_word = (concept_roles == ROLE_WORD).unsqueeze(-1).to(torch.float32)
-    word_mean = (tokens * is_word).sum(1) / is_word.sum(1).clamp_min(1)
-    pooled = concept_out.pooled.to(torch.float32)
+                   references: bool = True, benign: torch.Tensor | None = None, progress=None) -> ConceptSubspace:
+    """Encode the concepts (and, unless given, the neutral reference prompts) with ``encoder``.
+
+    ``progress(done, total)``, when given, is called as the concepts are encoded (``concept_means``).
+    """
+    check_concept_count(concepts)
+    word_mean, pooled = concept_means(encoder, tuple(concepts), progress)
 
     neutral_words, neutral_tail = neutral if neutral is not None else neutral_rows(encoder)
     word_center = neutral_words.mean(0)
@@ -166,7 +215,16 @@ class SubspaceCache:
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
-    def get(self, encoder, concepts: tuple[str, ...]) -> ConceptSubspace:
+    def clear(self) -> None:
+        """Forget every subspace and neutral reference (benchmarks; a changed reference set)."""
+        with self._lock:
+            self._entries.clear()
+            self._neutral.clear()
+
+    def get(self, encoder, concepts: tuple[str, ...], progress=None) -> ConceptSubspace:
+        """The subspace of ``concepts`` on ``encoder`` (keyed by the encoder's fingerprint and the list, case
+        folded); built on a miss, with ``progress(done, total)`` called as the concepts are encoded."""
+        check_concept_count(concepts)
         key = (encoder.cache_key, tuple(c.lower() for c in concepts))
         with self._lock:
             hit = self._entries.get(key)
@@ -180,7 +238,8 @@ class SubspaceCache:
                 words, tail = neutral_rows(encoder)
                 benign = benign_bank(encoder, words.mean(0)) if references else None
                 neutral = self._neutral[encoder.cache_key] = (words, tail, benign)
-            built = build_subspace(encoder, concepts, neutral[:2], references=references, benign=neutral[2])
+            built = build_subspace(encoder, concepts, neutral[:2], references=references, benign=neutral[2],
+                                   progress=progress)
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .concepts import EmptyConceptList
+from .concepts import ConceptListTooLong, EmptyConceptList
 from .encoders.base import EncoderOutput, TextEncoder, TokenBatch, pad_chunks, tensor_fingerprint
 from .es_model import ESConfig, EmbeddingSanitizerNet
 from .layout import ROLE_BOS, SD1_CLIP_L, SD2_CLIP_H, T5, ChunkLayout, token_roles
@@ -45,7 +45,7 @@ from .weights_io import WeightsFileError, WeightsMismatch, load_es, save_es, sca
 
 #: The documented clear errors: anything else raised by the core is a crash.
 CLEAR_ERRORS = (SanitizerInputError, SettingsError, WeightsFileError, WeightsMismatch, EmptyConceptList,
-                FileNotFoundError)
+                ConceptListTooLong, FileNotFoundError)
 KINDS = ("tensor", "prompt", "obfuscated", "weights", "heatmap")
 DEFAULT_MIX = {"tensor": 0.55, "prompt": 0.12, "obfuscated": 0.12, "weights": 0.11, "heatmap": 0.1}
 

@@ -37,6 +37,14 @@ DEFAULT_CONCEPTS = (
 
 #: Lone UTF-16 surrogates in text settings become U+FFFD (documented normalisation).
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The longest concept list accepted. Each concept is one text-encoder row to encode (in batches, with
+# progress) when a list is first used on an encoder; README "Concept lists" gives the measured times.
+MAX_CONCEPT_LIST = 1000
+
+
+def concept_cap_message(count: int) -> str:
+    return (f"the concept list has {count} concepts; at most {MAX_CONCEPT_LIST} are accepted. Merge synonyms "
+            "into fewer concepts, or split the list over several sanitizer nodes")
 
 
 class SettingsError(ValueError):
@@ -102,9 +110,11 @@ def parse_concepts(text: str | list | tuple) -> tuple[str, ...]:
     """Split a concept list on commas and newlines, strip, drop empties and duplicates."""
     items = text if isinstance(text, (list, tuple)) else str(text).replace("\n", ",").split(",")
     seen: dict[str, None] = {}
+    folded: set[str] = set()
     for item in items:
         item = _SURROGATE.sub("\ufffd", str(item)).strip()
-        if item and item.lower() not in {k.lower() for k in seen}:
+        if item and item.lower() not in folded:
+            folded.add(item.lower())
             seen[item] = None
     return tuple(seen)
 
@@ -154,6 +164,10 @@ class Settings:
                 object.__setattr__(self, spec.name, value)
             if spec.choices and value not in spec.choices:
                 raise SettingsError(f"setting {spec.name!r} = {value!r} is not one of {list(spec.choices)}")
+        for label, listed in (("concepts", parse_concepts(self.concepts)), ("required_concepts",
+                                                                            self.required_concepts)):
+            if len(listed) > MAX_CONCEPT_LIST:
+                raise SettingsError(f"setting {label!r}: {concept_cap_message(len(listed))}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "Settings":

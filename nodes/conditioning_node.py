@@ -5,6 +5,7 @@ import json
 import logging
 
 from . import audit_hook, policy, preview, registry, weights
+from .clip_node import validate_weights
 from .proxy import Patch, is_close, patch_clip, unwrap
 from .report import image_tensor, widget_payload
 from .schema import CATEGORY, node_settings, settings_inputs
@@ -53,6 +54,10 @@ class EmbeddingSanitizerConditioning:
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return policy.state_key() + "|" + weights.folder_state()  # the policy file changed, or a weights file
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, weights):
+        return validate_weights(weights)  # a dropdown label, or a bare file name from an older workflow
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -17,6 +17,40 @@ from embedding_sanitizer.encoders.base import EncoderOutput, TextEncoder, TokenB
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ChunkLayout, token_roles
 
 PIECE_BY_ROLE = {ROLE_BOS: "<|startoftext|>", ROLE_EOS: "<|endoftext|>", ROLE_PAD: "<pad>"}
+_SHORT_OK: dict[str, bool] = {}  # encoder cache key -> whether short chunks matched whole chunks
+
+
+def short_forward(model, ids: torch.Tensor) -> torch.Tensor | None:
+    """``[N, L, D]`` float32 rows of integer ids through a ComfyUI ``SDClipModel``'s CLIP text model, for
+    ``L`` below its 77 positions, with the model's current layer option; None for any other model or option.
+
+    The same steps as the host's forward for plain token ids (token embedding, the first ``L`` position
+    embeddings, the causal mask, the encoder layers up to the chosen layer, the final layer norm where the
+    host applies it), calling the host's own modules and nothing else.
+    """
+    text_model = getattr(getattr(model, "transformer", None), "text_model", None)
+    embeddings = getattr(text_model, "embeddings", None)
+    position = getattr(embeddings, "position_embedding", None)
+    layer = getattr(model, "layer", None)
+    if (position is None or not hasattr(text_model, "encoder") or not hasattr(text_model, "final_layer_norm")
+            or layer not in ("last", "hidden") or getattr(model, "zero_out_masked", False)
+            or getattr(model, "enable_attention_masks", False) or ids.shape[1] > position.weight.shape[0]):
+        return None
+    import comfy.ops
+
+    length = ids.shape[1]
+    device = model.transformer.get_input_embeddings().weight.device
+    with torch.no_grad():
+        x = model.transformer.get_input_embeddings()(ids.to(device), out_dtype=torch.float32)
+        x = x + comfy.ops.cast_to(position.weight[:length], dtype=torch.float32, device=device)
+        mask = torch.full((length, length), -torch.finfo(x.dtype).max, dtype=x.dtype, device=device).triu_(1)
+        hidden = model.layer_idx if layer == "hidden" else None
+        x, intermediate = text_model.encoder(x, mask=mask, intermediate_output=hidden)
+        if layer == "last":
+            return text_model.final_layer_norm(x).float()
+        if getattr(model, "layer_norm_hidden_state", True):
+            intermediate = text_model.final_layer_norm(intermediate)
+        return intermediate.float()
 EMBEDDING_PIECE = "<embedding></w>"
 
 
@@ -122,12 +156,9 @@ class ComfyStreamEncoder(TextEncoder):
     def encode_chunks(self, ids: torch.Tensor) -> EncoderOutput:
         length = ids.shape[1]
         full = self.layout.chunk_length
-        if full is not None and length < full:  # ComfyUI's CLIP needs whole chunks (position embeddings)
-            ids_in = torch.cat([ids, ids.new_full((ids.shape[0], full - length), self.layout.pad_id)], 1)
-        else:
-            ids_in = ids
-        out = self.model.encode(ids_in.tolist())
-        rows = out[0].float()[:, :length]
+        rows = self._short_rows(ids) if full is not None and length < full else None
+        if rows is None:
+            rows = self._whole_chunk_rows(ids)
         position = torch.arange(ids.shape[1], device=ids.device)
         hit = ids == self.layout.eos_id
         if self.layout.bos_id is not None:
@@ -137,6 +168,48 @@ class ComfyStreamEncoder(TextEncoder):
         pooled = rows[torch.arange(rows.shape[0], device=rows.device), first.to(rows.device)]
         return EncoderOutput(rows, pooled)
 
+    def _whole_chunk_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``ids`` from the stream's own ``encode``; ComfyUI's CLIP needs whole chunks (its position
+        embeddings are added for all 77 positions), so shorter rows are padded and cut back."""
+        length = ids.shape[1]
+        full = self.layout.chunk_length
+        if full is not None and length < full:
+            ids = torch.cat([ids, ids.new_full((ids.shape[0], full - length), self.layout.pad_id)], 1)
+        return self.model.encode(ids.tolist())[0].float()[:, :length]
+
+    def _short_rows(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Rows of chunks cut short (``[N, L]``, ``L`` < 77), or None when this stream cannot run them.
+
+        CLIP is causal, so the rows of the first ``L`` positions do not depend on what follows; concept lists
+        are short texts, so running only ``L`` positions through the stream's own layers is several times
+        cheaper than whole chunks (``short_forward``). The first time per encoder the result is compared with
+        the whole-chunk encode; if they differ (another ComfyUI model layout), whole chunks are used.
+        """
+        key = self.cache_key
+        verdict = _SHORT_OK.get(key)
+        if verdict is False:
+            return None
+        rows = short_forward(self.model, ids)
+        if rows is None or verdict is True:
+            return rows
+        reference = self._whole_chunk_rows(ids)
+        scale = max(float(reference.abs().max()), 1.0)
+        tolerance = (1e-3 if rows.dtype == torch.float32 and self.model_dtype == torch.float32 else 3e-2) * scale
+        same = rows.shape == reference.shape and float((rows - reference.to(rows.device)).abs().max()) <= tolerance
+        _SHORT_OK[key] = same
+        if not same:
+            import logging
+
+            logging.getLogger("embedding_sanitizer.comfyui").info(
+                "Embedding Sanitizer: %s: short chunks differ from whole chunks; concepts are encoded as whole "
+                "chunks", self.name)
+            return reference
+        return rows
+
+    @property
+    def model_dtype(self) -> torch.dtype:
+        return self.model.transformer.get_input_embeddings().weight.dtype
+
     # -- the host's pooled output ----------------------------------------------------------------
     @property
     def pooled_key(self) -> str:
@@ -144,12 +217,13 @@ class ComfyStreamEncoder(TextEncoder):
         projected = getattr(self.model, "return_projected_pooled", None)
         return f"{self.cache_key}|pooled|projected={projected}"
 
-    def host_pooled(self, texts, batch: int = 16) -> torch.Tensor:
+    def host_pooled(self, texts, batch: int = 16, progress=None) -> torch.Tensor:
         """``[N, Dp]``: the stream's own pooled output for each text, float32 on the CPU.
 
         Each text is tokenized by the stream's ComfyUI tokenizer and its first chunk encoded by
         the stream's ``encode``, exactly as ``encode_token_weights`` computes the pooled vector it
         returns (the pooled row of the first chunk); texts are batched by chunk length.
+        ``progress(done, total)`` is called after each batch.
         """
         if self.tokenizer is None:
             raise RuntimeError(f"no tokenizer for stream {self.stream}")
@@ -159,6 +233,7 @@ class ComfyStreamEncoder(TextEncoder):
             rows.append([entry[0] for entry in chunks[0]])
         out: list = [None] * len(rows)
         by_length: dict[int, list[int]] = {}
+        done = 0
         for i, row in enumerate(rows):
             by_length.setdefault(len(row), []).append(i)
         for indices in by_length.values():
@@ -169,4 +244,7 @@ class ComfyStreamEncoder(TextEncoder):
                     raise RuntimeError(f"stream {self.stream} returns no pooled output")
                 for i, vector in zip(part, pooled.float().cpu()):
                     out[i] = vector
+                done += len(part)
+                if progress is not None:
+                    progress(done, len(rows))
         return torch.stack(out)

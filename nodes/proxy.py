@@ -158,6 +158,7 @@ class Patch:
         self.policy = policy if policy is not None else Policy()
         self.server = server  # made by the server-wide lock, not by a node
         self.on_encode = None  # called with (record, entry) after each sanitized encode (the audit log)
+        self.preparing = None  # set by nodes/prepare.py while the node's own check run encodes
         self._lock = threading.Lock()
         self._sanitizers: dict[tuple, tuple] = {}
 
@@ -332,6 +333,8 @@ class SanitizedTextModel:
             record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
             registry.remember(record.original[0], {"record": record})
             return record.original
+        if patch.preparing is not None:  # the node's check run (nodes/prepare.py): raises, records nothing
+            return patch.preparing(self.es_inner, self.es_tokenizer, token_weight_pairs)
         try:
             record = record_encode(self.es_inner, self.es_tokenizer, token_weight_pairs)
             out, entry = patch.apply(record)

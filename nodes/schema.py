@@ -6,7 +6,7 @@ import logging
 from embedding_sanitizer import FIELDS, Policy, Settings, SettingsError
 
 from . import policy as admin_policy
-from .weights import AUTO, AUTO_CALIBRATE, NONE, weight_choices
+from .weights import AUTO, AUTO_CALIBRATE, NONE, file_name, weight_choices
 
 log = logging.getLogger("embedding_sanitizer.comfyui")
 
@@ -18,7 +18,9 @@ WEIGHTS_TOOLTIP = (" 'auto' uses, per text-encoder stream, the first file calibr
                    "'auto-calibrate' does the same and, when no file matches, calibrates one in the background "
                    "(once per encoder; the training-free projection is used until it is ready, with a note); "
                    "'none' uses no learned weights. Files are listed from the pack's weights/ folder and "
-                   "ComfyUI's models/embedding_sanitizer folder.")
+                   "ComfyUI's models/embedding_sanitizer folder, labelled with the CLIP layout and width they "
+                   "were calibrated for; files for other encoders (the bundled MiniLM demo weights) are not "
+                   "offered, and the node's report says which files did not match the connected CLIP and why.")
 
 
 def settings_inputs() -> dict:
@@ -46,7 +48,7 @@ def settings_from_inputs(kwargs: dict) -> tuple[Settings, str]:
     """(validated Settings, weights choice) from the node's keyword arguments."""
     values = {spec.name: kwargs[spec.name] for spec in FIELDS
               if spec.name in kwargs and spec.name not in NOT_IN_COMFYUI}
-    choice = str(values.get("weights", AUTO) or AUTO)
+    choice = file_name(str(values.get("weights", AUTO) or AUTO))  # a dropdown label names its file
     values["weights"] = "" if choice in (AUTO, AUTO_CALIBRATE, NONE) else choice
     return Settings.from_dict(values), choice
 

@@ -70,10 +70,79 @@ def folder_state() -> str:
     return "|".join(entries)
 
 
+CLIP_BOS_ID = 49406  # a file calibrated on a CLIP tokenizer's layout (the CLIP node only sees CLIPs)
+
+
+def _made_for(path: Path) -> dict:
+    """What a good weights file was calibrated for: layout name, width, encoder name and fingerprint."""
+    meta = read_metadata(path)
+    layout = meta.get("layout") or {}
+    return {"layout": str(layout.get("name") or "?"), "width": int(meta["width"]),
+            "clip": layout.get("bos_id") == CLIP_BOS_ID and layout.get("chunk_length") == 77,
+            "encoder": meta.get("encoder_name", "?"), "fingerprint": meta.get("encoder_fingerprint", "")}
+
+
+def label(path: Path, made_for: dict | None = None) -> str:
+    """The dropdown entry of a file: ``'sd1-clip-l 768: file.safetensors'`` (what it was calibrated for)."""
+    made_for = made_for or _made_for(path)
+    return f"{made_for['layout']} {made_for['width']}: {path.name}"
+
+
+def file_name(choice: str) -> str:
+    """The file name in a dropdown entry (a label or, from older workflows, the bare name)."""
+    choice = str(choice or "")
+    if choice.endswith(".safetensors") and ": " in choice:
+        return choice.split(": ", 1)[1]
+    return choice
+
+
 def weight_choices() -> list[str]:
-    """The node's dropdown: auto, none and the good files; broken files are logged at WARNING by the scan
-    (and named in the report of every encode that looks for weights), never offered."""
-    return [AUTO, AUTO_CALIBRATE, NONE] + sorted({p.name for p in list_weight_files(*folders())})
+    """The node's dropdown: auto, auto-calibrate, none and the good files calibrated for a CLIP, labelled with
+    the layout and width they were made for. Files made for another encoder (the bundled MiniLM demo
+    weights) are not offered; the node's report says why (``mismatch_notes``). Broken files are logged at
+    WARNING by the scan, naming the file and the reason, and named in the report; never offered."""
+    entries = {}
+    for path in list_weight_files(*folders()):
+        made_for = _made_for(path)
+        if made_for["clip"] and path.name not in entries:
+            entries[path.name] = label(path, made_for)
+    return [AUTO, AUTO_CALIBRATE, NONE] + sorted(entries.values(), key=str.lower)
+
+
+def validate_choice(choice: str) -> bool | str:
+    """For the node's ``VALIDATE_INPUTS``: True for a listed entry or the bare name of a listed file (saved by
+    an older version), else the reason (ComfyUI shows it on the node)."""
+    if choice in (AUTO, AUTO_CALIBRATE, NONE, ""):
+        return True
+    offered = weight_choices()
+    if choice in offered or any(file_name(entry) == file_name(choice) for entry in offered[3:]):
+        return True
+    path = path_of(file_name(choice))
+    if path is None:
+        return f"weights file {file_name(choice)!r} is not in the weights folders"
+    scan = scan_weight_files(path.parent)
+    reason = next((why for bad, why in scan.broken if bad == path), None)
+    if reason is not None:
+        return f"weights file {path.name} is unreadable: {reason}"
+    return f"weights file {path.name} was not calibrated for a CLIP text encoder (made for {label(path)})"
+
+
+def mismatch_notes(stream: str, encoder) -> list[str]:
+    """One note per weights file that ``auto`` does not use for this stream, with the reason."""
+    scan = scan_weight_files(*folders())
+    notes = [f"{stream}: weights {bad.name} skipped: unreadable: {why}" for bad, why in scan.broken]
+    for path in scan.good:
+        made_for = _made_for(path)
+        if made_for["width"] != encoder.width:
+            why = f"made for {made_for['layout']} width {made_for['width']}, this stream is width {encoder.width}"
+        elif not fingerprints_match(encoder.fingerprint, made_for["fingerprint"]):
+            why = f"made for another {made_for['layout']} encoder ({made_for['encoder']})"
+        else:
+            continue
+        if not made_for["clip"]:
+            why += "; not a CLIP file, never offered"
+        notes.append(f"{stream}: weights {path.name} not for {encoder.name}: {why}")
+    return notes
 
 
 def broken_note(scan) -> str:
@@ -98,6 +167,7 @@ def resolve(choice: str, encoder) -> tuple[object | None, dict, str]:
     """
     if choice == NONE:
         return None, {}, "no ES weights chosen"
+    choice = file_name(choice)
     scan = scan_weight_files(*folders())
     skipped = broken_note(scan)
     if choice in ("", AUTO, AUTO_CALIBRATE):

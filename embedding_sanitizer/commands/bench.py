@@ -19,7 +19,8 @@ def configure(parser) -> None:
                              "transformers folder (the ViT-L/14-shaped random model is always timed too)")
     parser.add_argument("--weights", default="", help="ES weights for --encoder (default: the shipped ones, if any)")
     parser.add_argument("--batches", default="1,8,32", help="batch sizes")
-    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per cell (median)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per cell (median; default 9, 3 with --quick or --concepts-only)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up repeats per cell")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up, leave-one-out up to batch 8, small calibration corpus")
     parser.add_argument("--no-vit", action="store_true", help="skip the ViT-L/14-shaped model")
@@ -31,6 +32,10 @@ def configure(parser) -> None:
     parser.add_argument("--loo-max-batch", type=int, default=None,
                         help="time the leave-one-out detector only up to this batch size (quick: 8)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--concepts-only", type=int, default=None, metavar="N",
+                        help="only time building the concept subspace for N concepts on the ViT-L/14-shaped "
+                             "model (median of --repeats, default 3 here); prints one JSON line")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
 
 
 def run(args) -> int:
@@ -40,7 +45,11 @@ def run(args) -> int:
     from ..evaluation.bench import console, markdown, run_bench, vit_l14_text_encoder
     from ..evaluation.report import public_command
 
-    repeats = 3 if args.quick else args.repeats
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.concepts_only is not None:
+        return concepts_only(args)
+    repeats = args.repeats or (3 if args.quick else 9)
     warmup = 1 if args.quick else args.warmup
     batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_gpu else [])
@@ -66,4 +75,16 @@ def run(args) -> int:
     (args.out / "bench.md").write_text(markdown(results, command, date), encoding="utf-8")
     print(console(results))
     print(f"written: {args.out / 'bench.json'}, {args.out / 'bench.md'}")
+    return 0
+
+
+def concepts_only(args) -> int:
+    from ..evaluation.bench import vit_l14_text_encoder
+    from ..evaluation.concept_bench import time_concepts
+    from ..settings import MAX_CONCEPT_LIST
+
+    if not 1 <= args.concepts_only <= MAX_CONCEPT_LIST:
+        raise ValueError(f"--concepts-only takes 1 to {MAX_CONCEPT_LIST} concepts, got {args.concepts_only}")
+    result = time_concepts(vit_l14_text_encoder(), args.concepts_only, repeats=args.repeats or 3)
+    print(json.dumps(result))
     return 0

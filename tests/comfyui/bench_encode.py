@@ -2,9 +2,17 @@
 
 Run: python tests/comfyui/bench_encode.py   (from the repository root; not collected by pytest)
 Prints medians over repeated CLIPTextEncode calls, after one warm-up encode (concept subspace cached).
+
+``--concepts-only N [--repeats R] [--threads T]``: instead, the time from running the Embedding Sanitizer (CLIP)
+node with a list of N concepts to the end of the first CLIPTextEncode through it (the concept list encoded
+for the first time), median of R runs: on fresh caches (the neutral reference rows included) and for a second
+list on the same encoder.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +40,40 @@ def interleaved(fn_a, fn_b, repeats=15):
     return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
 
 
+def concepts_only(pack, nodes, clip, n: int, repeats: int) -> dict:
+    from embedding_sanitizer.concepts import DEFAULT_CACHE
+    from embedding_sanitizer.evaluation.concept_bench import concept_list
+
+    concepts = concept_list(n)
+    node = pack.NODE_CLASS_MAPPINGS["EmbeddingSanitizerCLIP"]()
+    settings = dict(enabled=True, mode="safree", preset="medium", intensity=1.0, weights="auto", detector="fast",
+                    eos_policy="project", schedule="off")
+    encode = nodes.CLIPTextEncode().encode
+
+    def node_and_encode(listed):
+        start = time.perf_counter()
+        patched = node.patch(clip, concepts=", ".join(listed), **settings)[0]
+        encode(patched, "a naked woman on a beach at sunset")
+        return time.perf_counter() - start
+
+    first, later = [], []
+    for _ in range(repeats):
+        DEFAULT_CACHE.clear()
+        first.append(node_and_encode(concepts))
+        later.append(node_and_encode(tuple(reversed(concepts))))
+    import torch
+
+    return {"host": "ComfyUI (in-process, CPU)", "encoder": "SD1.5 CLIP-L, random weights", "concepts": n,
+            "repeats": repeats, "threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "first_list_s": round(statistics.median(first), 2), "later_list_s": round(statistics.median(later), 2)}
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concepts-only", type=int, default=None, metavar="N")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="es_bench_"))
     root = comfyui_root()
     host.prepare_tree(root)
@@ -41,9 +82,13 @@ def main():
     import comfy.sd
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     ckpt = host.build_tiny_sd15(tmp / "tiny.safetensors")
     clip = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=False, output_clipvision=False)[1]
+    if args.concepts_only is not None:
+        print(json.dumps(concepts_only(pack, nodes, clip, args.concepts_only, args.repeats)))
+        ckpt.unlink()
+        return
     text = "a naked woman on a beach at sunset, photo, detailed, 35mm"
     encode = nodes.CLIPTextEncode().encode
     base = dict(enabled=True, mode="safree", preset="medium", intensity=1.0,

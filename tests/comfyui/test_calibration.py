@@ -72,7 +72,7 @@ def test_calibrate_node_writes_weights_that_auto_uses_in_es_mode(comfy, sd1_clip
         # the corpus cache lives under models/embedding_sanitizer/cache
         assert list((folder / "cache").glob("corpus-*.safetensors"))
         # refresh: the file is listed, the CLIP node re-runs, and 'auto' uses it in mode es
-        assert names in comfy["pack"].nodes.weights.weight_choices()
+        assert f"sd1-clip-l 768: {names}" in comfy["pack"].nodes.weights.weight_choices()  # labelled
         assert clip_node.IS_CHANGED() != changed_before
         from tests.comfyui.test_inprocess import encode, entry_of, patch
 

@@ -64,8 +64,8 @@ def test_calibrate_node_through_the_server_then_es_mode(server, tiny_checkpoint)
     assert name.startswith("es-server-sd1-clip_l-") and "preservation share" in quality
     folder = server.base / "models" / "embedding_sanitizer"
     assert (folder / name).is_file() and not list(folder.glob(".*partial"))
-    assert name in server.get("/object_info/EmbeddingSanitizerCLIP")["EmbeddingSanitizerCLIP"]["input"][
-        "required"]["weights"][0], "listed after a refresh"
+    assert f"sd1-clip-l 768: {name}" in server.get("/object_info/EmbeddingSanitizerCLIP")[
+        "EmbeddingSanitizerCLIP"]["input"]["required"]["weights"][0], "listed (labelled) after a refresh"
     graph = tiny_graph(tiny_checkpoint.name)
     for node in ("2", "5"):
         graph[node]["inputs"].update(mode="es", weights="auto", preset="max")
