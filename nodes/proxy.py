@@ -32,7 +32,7 @@ from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
 
 from . import policy as admin_policy
-from . import registry
+from . import prompt_weights, registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
 from .report import stream_view, summary, widget_payload
 from .streams import NOT_COVERED, POOLED, family_of, layout_for
@@ -73,7 +73,10 @@ class _Recorder:
 
     def encode_token_weights(self, token_weight_pairs):
         out = self.sub.encode_token_weights(token_weight_pairs)
-        self.calls.append((token_weight_pairs, out))
+        unweighted = None
+        if prompt_weights.has_weights(token_weight_pairs):  # the rows the detectors know (nodes/prompt_weights.py)
+            unweighted = self.sub.encode_token_weights(prompt_weights.unit_weights(token_weight_pairs))
+        self.calls.append((token_weight_pairs, out, unweighted))
         return out
 
     def __getattr__(self, name):
@@ -98,6 +101,7 @@ class StreamRecord:
     encoder: ComfyStreamEncoder
     token_weight_pairs: list
     output: tuple
+    unweighted: tuple | None = None  # the output with every prompt weight 1, when the prompt has weights
 
 
 @dataclass
@@ -125,10 +129,11 @@ def record_encode(inner, tokenizer, token_weight_pairs) -> EncodeRecord:
     out = type(inner).encode_token_weights(_View(inner, recorders), token_weight_pairs)
     streams = []
     for s in names:
-        for pairs, stream_out in recorders[s].calls:
+        for pairs, stream_out, unweighted in recorders[s].calls:
             sub_tok = getattr(tokenizer, s, None) if tokenizer is not None else None
             encoder = ComfyStreamEncoder(family, s, getattr(inner, s), sub_tok, layout_for(family, s, getattr(inner, s)))
-            streams.append(StreamRecord(s, encoder, pairs, tuple(stream_out)))
+            streams.append(StreamRecord(s, encoder, pairs, tuple(stream_out),
+                                        None if unweighted is None else tuple(unweighted)))
     return EncodeRecord(inner, family, token_weight_pairs, streams, tuple(out))
 
 
@@ -293,11 +298,21 @@ class Patch:
         entry["notes"].extend(n for n in notes if n not in entry["notes"])
         pieces = rec.encoder.pieces_for(ids)
         texts = [text_from_pieces(p) for p in pieces]  # ComfyUI passes token ids only: the text they spell
+        rows, weights = cond, None
+        if rec.unweighted is not None:  # prompt weights: score and edit the unweighted rows, then weight the edit
+            candidate = prompt_weights.row_weights(rec.token_weight_pairs)
+            if tuple(rec.unweighted[0].shape) == tuple(cond.shape) and candidate.shape[1] == cond.shape[1]:
+                rows, weights = rec.unweighted[0], candidate
+            else:
+                entry["notes"].append(f"{rec.stream}: prompt weights scored as weighted rows (their layout "
+                                      "did not line up)")
         try:
-            result = sanitizer.sanitize(cond, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces,
+            result = sanitizer.sanitize(rows, ids.to(cond.device), rec.encoder.layout, settings, pieces=pieces,
                                         texts=texts)
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
+        if weights is not None:
+            result.embeddings = prompt_weights.reweighted(cond, rows, result.embeddings, weights)
         entry["streams"][rec.stream] = result.report
         view = stream_view(rec.stream, pieces[0], result.scores[0].tolist(), result.flagged[0], result.weights[0])
         if result.prompt_scores is not None:  # ES weights with a whole-prompt detector
