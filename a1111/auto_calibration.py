@@ -9,26 +9,39 @@ lookup finds it; the corpus cache to ``models/embedding_sanitizer/cache``.
 
 The background run shares the webui's text model, not a copy (A1111 moves models between devices for
 --medvram/--lowvram, and a deep copy of its CLIP wrapper would copy the webui's hijack with it). It
-never runs beside a generation: every encode of the calibration corpus waits until the webui's queue lock
-(``modules.call_queue.queue_lock``, held by every UI and API generation) is free and holds it for that one
-batch only, so a generation that starts meanwhile waits for at most one batch of the corpus. Training the
-small ES network needs no lock.
+never runs beside a generation: the corpus is encoded in turns of ``TURN_CHUNKS`` chunks, each taken only
+when the webui's queue lock (``modules.call_queue.queue_lock``, held by every UI and API generation) is
+free, and after each turn the run pauses ``YIELD_S`` so that a generation or the live heatmap waiting for
+the lock gets it next. A generation that starts meanwhile waits for at most one turn; the live-heatmap
+route, which otherwise answers "busy" at once, waits for the turn to end (``turn_in_progress``). Training
+the small ES network needs no lock.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from embedding_sanitizer.auto_calibration import AUTO_CALIBRATE, SCHEDULER
 from embedding_sanitizer.calibration_run import Cancelled
-from embedding_sanitizer.encoders.base import TextEncoder
+from embedding_sanitizer.encoders.base import EncoderOutput, TextEncoder
 from embedding_sanitizer.settings import Settings, parse_concepts
 
 log = logging.getLogger("embedding_sanitizer.a1111")
 CACHE_SUBDIR = "cache"
 LOCK_POLL_S = 0.05
+TURN_CHUNKS = 8  # chunks encoded per turn with the queue lock (about a second for CLIP-L on a CPU core)
+YIELD_S = 0.1  # pause after each turn: a thread waiting for the lock takes it first
+_turns = threading.Event()  # set while a background run holds the queue lock for a turn
+
+
+def turn_in_progress() -> bool:
+    """Whether a background calibration holds the webui's queue lock right now (for at most one turn)."""
+    return _turns.is_set()
 
 __all__ = ["AUTO_CALIBRATE", "QueueLockedEncoder", "request"]
 
@@ -51,10 +64,13 @@ def _turn(lock, stop=None):
         if stop is not None and stop():
             raise Cancelled("auto-calibration stopped while waiting for the webui's queue")
         time.sleep(LOCK_POLL_S)
+    _turns.set()
     try:
         yield
     finally:
+        _turns.clear()
         lock.release()
+        time.sleep(YIELD_S)
 
 
 class QueueLockedEncoder(TextEncoder):
@@ -94,8 +110,13 @@ class QueueLockedEncoder(TextEncoder):
             return self._adapter.tokenize(texts)
 
     def encode_chunks(self, ids):
-        with _turn(self._lock, self._stop):
-            return self._adapter.encode_chunks(ids)
+        parts = []
+        for start in range(0, max(int(ids.shape[0]), 1), TURN_CHUNKS):
+            with _turn(self._lock, self._stop):
+                parts.append(self._adapter.encode_chunks(ids[start:start + TURN_CHUNKS]))
+        if len(parts) == 1:
+            return parts[0]
+        return EncoderOutput(torch.cat([p.tokens for p in parts]), torch.cat([p.pooled for p in parts]))
 
 
 def request(adapter, settings: Settings, folder: Path, log_line=None):

@@ -31,6 +31,7 @@ COMPAT_OPTIONS = ("use_old_emphasis_implementation",)  # host options the hook c
 OLD_EMPHASIS = ("Embedding Sanitizer cannot sanitize with 'Use old emphasis implementation' on (Settings > "
                 "Compatibility, or a request's override_settings): turn it off, or turn the sanitizer off")
 FLAGGED_KEY = "ES flagged"  # infotext key of the flagged words (per image)
+NOTE_KEY = "ES note"  # infotext key of what the encodes noted (auto-calibration running, a skipped weights file)
 INCOMPLETE = "Embedding Sanitizer: this generation's set-up did not complete; see the console"
 
 
@@ -101,6 +102,7 @@ def _prepare(p, args) -> RunState | None:
     if notes:
         p.extra_generation_params["ES policy"] = "; ".join(notes)
     p.extra_generation_params[FLAGGED_KEY] = _flagged_param(state)
+    p.extra_generation_params[NOTE_KEY] = _note_param(state, len(state.notes))
     if state.audit is not None:
         p.extra_generation_params["ES audit id"] = state.request_id
     return state
@@ -205,6 +207,14 @@ def _flagged_param(state: RunState):
     return flagged
 
 
+def _note_param(state: RunState, known: int):
+    """Infotext value: the notes the encodes added (``state.note_once``) after ``process()`` wrote the policy's
+    (``None``, dropped by the webui, when there are none); plain text for the JSON ``info`` after ``finish``."""
+    def note(**kwargs):
+        return "; ".join(state.notes[known:]) or None
+    return note
+
+
 def flagged_values(p, state: RunState):
     """Plain ``ES flagged`` value(s) for the run: one string when every image has the same (``None`` when
     nothing was flagged), else a list with one entry per image (the webui's own per-image convention)."""
@@ -214,16 +224,17 @@ def flagged_values(p, state: RunState):
 
 
 def _store_flagged(p, processed, state: RunState) -> None:
-    """Replace the per-image callable by plain values in the dicts the webui serialises (``p`` and the
-    ``Processed``, which normally share one dict). Nothing flagged: the key is dropped, as in the infotext."""
-    value = flagged_values(p, state)
+    """Replace the per-image callables by plain values in the dicts the webui serialises (``p`` and the
+    ``Processed``, which normally share one dict). Nothing to say: the key is dropped, as in the infotext."""
     targets = [getattr(p, "extra_generation_params", None), getattr(processed, "extra_generation_params", None)]
-    done = []
-    for params in targets:
-        if not isinstance(params, dict) or any(params is d for d in done) or not callable(params.get(FLAGGED_KEY)):
-            continue
-        done.append(params)
-        if value is None:
-            del params[FLAGGED_KEY]
-        else:
-            params[FLAGGED_KEY] = value
+    for key, value in ((FLAGGED_KEY, lambda: flagged_values(p, state)), (NOTE_KEY, None)):
+        done = []
+        for params in targets:
+            if not isinstance(params, dict) or any(params is d for d in done) or not callable(params.get(key)):
+                continue
+            done.append(params)
+            plain = value() if value is not None else params[key]()
+            if plain is None:
+                del params[key]
+            else:
+                params[key] = plain

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from embedding_sanitizer import SettingsError
 
-from . import schema, webui
+from . import auto_calibration, schema, webui
 from .encoder import adapter_for
 from .runtime import host_forward, merge_words, word_view, words_html
 
@@ -29,6 +29,7 @@ log = logging.getLogger("embedding_sanitizer.a1111")
 ROUTE_SCORE = "/embedding-sanitizer/v1/score"
 ROUTE_LAST = "/embedding-sanitizer/v1/last"
 MAX_PROMPT_CHARS = 20000
+ROUTE_WAIT_S = 10.0  # how long the live heatmap waits for a background calibration's turn
 _fallback_lock = threading.Lock()
 
 
@@ -39,6 +40,8 @@ def _try_queue_lock():
     except ImportError:
         queue_lock = _fallback_lock
     acquired = queue_lock.acquire(blocking=False)
+    if not acquired and auto_calibration.turn_in_progress():  # a background calibration's short turn, not a generation
+        acquired = queue_lock.acquire(timeout=ROUTE_WAIT_S)
     try:
         yield acquired
     finally:

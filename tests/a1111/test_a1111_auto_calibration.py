@@ -4,12 +4,13 @@ wait for the webui's queue lock, as a generation holds it), and once the file is
 runs in mode es with it, as with that file named."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import torch
 
-from tests.a1111.test_a1111_generation import UNSAFE, args_for, generate
+from tests.a1111.test_a1111_generation import UNSAFE, args_for, generate, reset_caches
 
 BUDGET_S = 30
 
@@ -60,6 +61,20 @@ def test_auto_calibrate_runs_in_the_background_then_es_uses_the_file(webui, sche
         assert [j for j in scheduler._jobs.values() if j.path.parent == folder] == [job]
     finally:
         queue_lock.release()
+    # the fallback is in the infotext and, as plain text, in the API's JSON info
+    reset_caches(webui)  # the same prompt again: the webui would reuse its cached conditioning
+    _, processed = generate(webui, args_for(mode="es", preset="max", weights="auto-calibrate"), prompt=UNSAFE)
+    assert "ES note: " in processed.infotexts[0] and "auto-calibration" in processed.infotexts[0]
+    note = json.loads(processed.js())["extra_generation_params"]["ES note"]
+    assert isinstance(note, str) and note.startswith("auto-calibration") and "safree" in note
+    # while the corpus is encoded in turns, the live heatmap still gets the lock (it waits for a turn, not "busy")
+    from a1111.routes import score_prompt
+
+    answered = []
+    while job.state == "running" and job.fraction < 0.3 and len(answered) < 3:
+        status, body = score_prompt({"prompt": UNSAFE, "settings": {"preset": "max"}})
+        answered.append((status, bool(body.get("busy"))))
+    assert answered and all(a == (200, False) for a in answered), answered
     assert job.wait(BUDGET_S * 8) and job.state == "done", job.note()
     assert job.path.is_file() and job.path.parent == folder
     assert (folder / "cache").is_dir()
@@ -79,6 +94,8 @@ def test_auto_calibrate_uses_a_matching_file_without_calibrating(webui, schedule
     webui.shared.sd_model = webui.models.sd1
     html = make_calibrate_fn(webui.gr)("nudity", BUDGET_S, "cpu", 0)
     assert '<div class="es-ok">' in html, html
-    generate(webui, args_for(mode="es", preset="max", weights="auto-calibrate"), prompt=UNSAFE)
+    _, processed = generate(webui, args_for(mode="es", preset="max", weights="auto-calibrate"), prompt=UNSAFE)
     assert not scheduler._jobs
     assert not any(n.startswith("auto-calibration") for n in _notes(webui))
+    assert "ES note" not in processed.infotexts[0]
+    assert "ES note" not in json.loads(processed.js())["extra_generation_params"]
