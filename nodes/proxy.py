@@ -32,7 +32,8 @@ from embedding_sanitizer.sanitize import SanitizerInputError
 from embedding_sanitizer.weights_io import WeightsMismatch
 
 from . import policy as admin_policy
-from . import prompt_weights, registry
+from . import prompt_weights as prompt_weighting  # ComfyUI's (word:1.3); not pooled.prompt_weights
+from . import registry
 from .encoder import ComfyStreamEncoder, UnsupportedTokens, ids_from_chunks
 from .report import stream_view, summary, widget_payload
 from .streams import NOT_COVERED, POOLED, family_of, layout_for
@@ -74,8 +75,8 @@ class _Recorder:
     def encode_token_weights(self, token_weight_pairs):
         out = self.sub.encode_token_weights(token_weight_pairs)
         unweighted = None
-        if prompt_weights.has_weights(token_weight_pairs):  # the rows the detectors know (nodes/prompt_weights.py)
-            unweighted = self.sub.encode_token_weights(prompt_weights.unit_weights(token_weight_pairs))
+        if prompt_weighting.has_weights(token_weight_pairs):  # the rows the detectors know (nodes/prompt_weights.py)
+            unweighted = self.sub.encode_token_weights(prompt_weighting.unit_weights(token_weight_pairs))
         self.calls.append((token_weight_pairs, out, unweighted))
         return out
 
@@ -300,7 +301,7 @@ class Patch:
         texts = [text_from_pieces(p) for p in pieces]  # ComfyUI passes token ids only: the text they spell
         rows, weights = cond, None
         if rec.unweighted is not None:  # prompt weights: score and edit the unweighted rows, then weight the edit
-            candidate = prompt_weights.row_weights(rec.token_weight_pairs)
+            candidate = prompt_weighting.row_weights(rec.token_weight_pairs)
             if tuple(rec.unweighted[0].shape) == tuple(cond.shape) and candidate.shape[1] == cond.shape[1]:
                 rows, weights = rec.unweighted[0], candidate
             else:
@@ -312,7 +313,7 @@ class Patch:
         except SanitizerInputError as exc:
             raise SanitizerInputError(f"Embedding Sanitizer ({rec.stream}): {exc}") from exc
         if weights is not None:
-            result.embeddings = prompt_weights.reweighted(cond, rows, result.embeddings, weights)
+            result.embeddings = prompt_weighting.reweighted(cond, rows, result.embeddings, weights)
         entry["streams"][rec.stream] = result.report
         view = stream_view(rec.stream, pieces[0], result.scores[0].tolist(), result.flagged[0], result.weights[0])
         if result.prompt_scores is not None:  # ES weights with a whole-prompt detector

@@ -60,3 +60,23 @@ def test_weight_helpers(comfy):
     out = reweighted(z, u, s, row_weights(pairs))
     assert torch.equal(out[0, [0, 2]], z[0, [0, 2]])
     assert torch.allclose(out[0, 1], z[0, 1] + 1.3)
+
+
+def test_sdxl_both_streams_and_the_pooled_vector(comfy):
+    """SDXL: both CLIP streams score the weighted prompt as the plain one, and the pooled CLIP-G vector is still
+    sanitized."""
+    from tests.comfyui import host
+
+    clip = host.build_clip("sdxl")
+    patched = patch(comfy, clip)
+    plain = entry_of(comfy, encode(comfy, patched, PLAIN))
+    out = encode(comfy, patched, WEIGHTED)
+    weighted = entry_of(comfy, out)
+    assert sorted(weighted["streams"]) == ["clip_g", "clip_l"]
+    for stream in ("clip_g", "clip_l"):
+        got = [(t["position"], t["score"]) for t in weighted["streams"][stream]["prompts"][0]["tokens"]]
+        want = [(t["position"], t["score"]) for t in plain["streams"][stream]["prompts"][0]["tokens"]]
+        assert got == want, stream
+    host_out = encode(comfy, clip, WEIGHTED)
+    assert out[0][0].shape == host_out[0][0].shape
+    assert not torch.equal(out[0][1]["pooled_output"], host_out[0][1]["pooled_output"])
