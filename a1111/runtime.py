@@ -93,7 +93,8 @@ class WeightsResolver:
         return self.scan().good
 
     def names(self) -> list[str]:
-        return [p.name for p in self.files()]
+        """Files a webui text model can use: the bundled encoder's demo weights (layout ``minilm``) are left out."""
+        return [p.name for p in self.files() if _layout_name(p) not in NOT_WEBUI_LAYOUTS]
 
     def broken_labels(self) -> list[str]:
         return self.scan().broken_labels()
@@ -132,12 +133,33 @@ class WeightsResolver:
             return self._models[key]
 
 
+NOT_WEBUI_LAYOUTS = ("minilm",)
+
+
+def _layout_name(path: Path) -> str:
+    try:
+        layout = read_metadata(path).get("layout") or {}
+    except (WeightsMismatch, OSError):
+        return ""
+    return str(layout.get("name", "")) if isinstance(layout, dict) else ""
+
+
+def _base_layout(name: str) -> str:
+    return name[:-len("-custom")] if name.endswith("-custom") else name
+
+
 def _matches(path: Path, encoder: WebuiTextEncoder) -> bool:
+    """Same width, same token embedding and, when the file records it, the same chunk layout: real SD1.5 and
+    SDXL share CLIP-L's token embedding, but SDXL reads another layer, so an ``sd1-clip-l`` file is not used
+    for SDXL's ``sdxl-clip-l`` (found in the real A1111 1.10.1)."""
     from embedding_sanitizer.encoders.base import fingerprints_match
 
     try:
         meta = read_metadata(path)
     except (WeightsMismatch, OSError):
+        return False
+    layout = meta.get("layout") if isinstance(meta.get("layout"), dict) else {}
+    if layout.get("name") and _base_layout(str(layout["name"])) != _base_layout(encoder.layout.name):
         return False
     return int(meta.get("width", 0)) == encoder.width and fingerprints_match(
         meta.get("encoder_fingerprint", ""), encoder.fingerprint)
