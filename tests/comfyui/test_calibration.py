@@ -62,7 +62,8 @@ def test_calibrate_node_writes_weights_that_auto_uses_in_es_mode(comfy, sd1_clip
         assert [p.name for p in created] == [names]
         assert not list(folder.glob(".*partial")), "a temporary file was left behind"
         parsed = json.loads(report)["clip_l"]
-        assert parsed["file"] == names and parsed["result"]["time_s"]["total"] <= wall
+        # the report rounds its times to 0.1 s
+        assert parsed["file"] == names and parsed["result"]["time_s"]["total"] <= wall + 0.05
         assert budget_kept(parsed["result"], caplog.text), (wall, parsed["result"]["time_s"])
         assert "token AUROC" in quality and "preservation share" in quality and out["ui"]["text"][1] == quality
         # progress in the UI: ComfyUI's ProgressBar moved forward to the end; a console line per epoch
