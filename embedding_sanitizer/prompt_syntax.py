@@ -179,17 +179,12 @@ def _parse_a1111(prompt: str) -> ParsedPrompt:
             else:
                 items.append([":", 1.0, False])
                 i += 1
-        elif ch == ")":
-            if rounds:
-                scale(rounds.pop(), ROUND)
+        elif ch in ")]":  # closes the innermost bracket of its kind; unmatched, it is text
+            opened, factor = (rounds, ROUND) if ch == ")" else (squares, SQUARE)
+            if opened:
+                scale(opened.pop(), factor)
             else:
-                items.append([")", 1.0, False])
-            i += 1
-        elif ch == "]":
-            if squares:
-                scale(squares.pop(), SQUARE)
-            else:
-                items.append(["]", 1.0, False])
+                items.append([ch, 1.0, False])
             i += 1
         else:
             j = i
