@@ -123,17 +123,15 @@ def request(adapter, settings: Settings, folder: Path, log_line=None):
     """The background job for this text model (started now if there is none); never waits for it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = _queue_lock()
-    holder: dict = {}
+    key = adapter.cache_key
 
-    def make_encoder():
-        job_stop = lambda: bool(holder.get("job") is not None and holder["job"].stop.is_set())  # noqa: E731
-        return QueueLockedEncoder(adapter, lock, job_stop)
+    def stopped() -> bool:  # the job's own stop event (host shutdown, tests), read while waiting for the queue
+        job = SCHEDULER.job(key)
+        return job is not None and job.stop.is_set()
 
-    job = SCHEDULER.request(adapter.cache_key, make_encoder, folder, parse_concepts(settings.concepts),
-                            cache_dir=folder / CACHE_SUBDIR, log_line=log_line or _console)
-    holder["job"] = job
-    return job
+    return SCHEDULER.request(key, lambda: QueueLockedEncoder(adapter, _queue_lock(), stopped), folder,
+                             parse_concepts(settings.concepts), cache_dir=folder / CACHE_SUBDIR,
+                             log_line=log_line or _console)
 
 
 def _console(text: str) -> None:
