@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+from .layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD, token_roles
 from .prompt_detector import pool_rows
 
 POOLED_BUFFERS = ("pooled_weight", "pooled_bias", "pooled_mean")
@@ -99,16 +99,45 @@ def pooled_target(features: torch.Tensor, base: torch.Tensor, head: dict | None)
     return base + b + (features - mu) @ w
 
 
+def deletion_ids(ids: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """``[N, L]`` chunk ids with the ``words`` positions deleted: the kept tokens (BOS, unedited words, EOS)
+    move left in order and the chunk is filled up with ``pad_id`` (what the chunk would be without them)."""
+    keep = (roles != ROLE_PAD) & ~words
+    out = torch.full_like(ids, pad_id)
+    for n in range(ids.shape[0]):  # a few chunks per call: the ones with an edited word
+        kept = ids[n][keep[n]]
+        out[n, :kept.numel()] = kept
+    return out
+
+
+def reencoded_targets(encode_rows, ids: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, layout,
+                      pooling: str) -> torch.Tensor:
+    """Pooled vector ``[N, D]`` of every chunk re-encoded without its edited words.
+
+    ``encode_rows(ids)`` returns the encoder's rows ``[N, L, D]`` for chunk ids ``[N, L]`` (the same layer
+    as the embeddings being sanitized). The pooled vector is read from those rows as the whole-prompt
+    detector pools them (``mean``: the mean of the live rows; ``eos``: the EOS row).
+    """
+    cut = deletion_ids(ids, roles, words, layout.pad_id)
+    cut_roles = token_roles(cut, layout, rows_are_chunks=True)
+    active = int((cut_roles != ROLE_PAD).sum(-1).max())
+    rows = encode_rows(cut[:, :active]).to(torch.float32)
+    cut_roles = cut_roles[:, :active].to(rows.device)
+    return pooled_features(rows, cut_roles, torch.zeros_like(cut_roles, dtype=torch.bool), pooling)[1]
+
+
 def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: torch.Tensor,
                          weights: torch.Tensor, pooling: str, head: dict | None = None,
-                         use_head: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         use_head: torch.Tensor | None = None,
+                         targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Move the absorbing rows of ``current`` ``[N, L, D]`` (single chunks) so the pooled vector hits the target.
 
     ``original``: the encoder's rows; ``weights``: the row edit weights so far; ``use_head`` ``[N]``: chunks
     whose target comes from ``head`` (the chunks ES edited: the head knows ES's concepts, not a custom concept
     that only the projection flagged); the others get the training-free target (``mean`` pooling) or are left
-    to the projection (``eos`` pooling). Returns (rows, weights of the rows this stage moved: the chunk's
-    largest word weight, capped at 1; 0 elsewhere).
+    to the projection (``eos`` pooling). ``targets`` ``[N, D]`` (``reencoded_targets``: the chunk re-encoded
+    without its edited words), when given, is the target of every chunk, for any concept. Returns (rows,
+    weights of the rows this stage moved: the chunk's largest word weight, capped at 1; 0 elsewhere).
     """
     words = edited_words(roles, weights)
     absorb = absorbing_rows(roles, words, pooling)
@@ -119,7 +148,9 @@ def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: t
     features, base = pooled_features(original, roles, words, pooling)
     target = pooled_target(features, base, head)
     cur = current.float()
-    if head is not None and use_head is not None:
+    if targets is not None:
+        target = targets.to(cur.device, torch.float32)
+    elif head is not None and use_head is not None:
         fallback = base if pooling == "mean" else _first_eos(cur, roles)  # eos: no move without the head
         target = torch.where(use_head.unsqueeze(-1), target, fallback)
         if pooling == "eos":

@@ -26,7 +26,7 @@ import torch
 from .concepts import DEFAULT_CACHE, SubspaceCache
 from .es_model import EmbeddingSanitizerNet, apply_es, edit_weight
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
-from .pooled_erasure import apply_pooled_erasure
+from .pooled_erasure import apply_pooled_erasure, edited_words, reencoded_targets
 from .scale import expand, row_scales
 from .prompt_detector import pooling_for
 from .projection import (
@@ -196,7 +196,7 @@ class Sanitizer:
             notes.append("schedule 'svf' needs the projection (mode safree or es+safree); every step is sanitized")
 
         if bool((weights > 0).any()):
-            current, weights = self._pooled_stage(current, rows, roles, weights, layout, chunk, settings, notes,
+            current, weights = self._pooled_stage(current, rows, ids, roles, weights, layout, chunk, settings, notes,
                                                   es_weights if settings.uses_es else None)
 
         if scales is not None:
@@ -212,8 +212,12 @@ class Sanitizer:
                               scales)
 
     # -- pieces ----------------------------------------------------------------------------
-    def _pooled_stage(self, current, rows, roles, weights, layout, chunk, settings, notes, es_weights=None):
-        """Pooled-space erasure (``pooled_erasure``) over every edited chunk, after the row edits."""
+    def _pooled_stage(self, current, rows, ids, roles, weights, layout, chunk, settings, notes, es_weights=None):
+        """Pooled-space erasure (``pooled_erasure``) over every edited chunk, after the row edits.
+
+        The target of an edited chunk is the chunk re-encoded without its edited words (one encoder pass over
+        the edited chunks only) when the encoder can re-encode it; otherwise the fitted pooled head's
+        prediction (chunks ES edited) or the mean of the unedited rows."""
         model = self.es_model if settings.uses_es else None
         head = model.pooled_head() if model is not None else None
         pooling = (model.config.prompt_pooling if model is not None and model.config.prompt_pooling
@@ -227,11 +231,41 @@ class Sanitizer:
         if settings.eos_policy == "keep":  # mean pooling: only the edited words absorb the correction
             flat_roles = torch.where(flat_roles == ROLE_EOS, torch.full_like(flat_roles, ROLE_BOS), flat_roles)
         use_head = None if es_weights is None else (es_weights.reshape(-1, chunk) > 0).any(-1)
+        flat_weights = weights.reshape(-1, chunk)
+        targets = self._reencoded_targets(ids.reshape(-1, chunk), roles.reshape(-1, chunk), flat_weights,
+                                          layout, pooling, notes)
         moved, stage_w = apply_pooled_erasure(current.reshape(-1, chunk, width), rows.reshape(-1, chunk, width),
-                                              flat_roles, weights.reshape(-1, chunk), pooling,
+                                              flat_roles, flat_weights, pooling,
                                               None if head is None else {k: v.to(rows.device) for k, v in head.items()},
-                                              use_head)
+                                              use_head, targets)
         return moved.reshape(batch, total, width), torch.maximum(weights, stage_w.reshape(batch, total))
+
+    def _reencoded_targets(self, ids, roles, weights, layout, pooling, notes) -> torch.Tensor | None:
+        """``[N, D]`` pooled targets of the chunks ``ids`` ``[N, L]`` re-encoded without their edited words
+        (rows of chunks without one: their own pooled vector, unused), or None when they cannot be re-encoded
+        (no encoder, textual-inversion vectors, ids outside the vocabulary, an encoder error: noted)."""
+        words = edited_words(roles, weights)
+        live = words.any(-1)
+        if self.encoder is None or not bool(live.any()):
+            return None
+        pick = ids[live]
+        why = ("textual-inversion vectors cannot be re-encoded by id" if bool((pick == layout.ti_id).any())
+               else _outside_vocabulary(pick, self.encoder))
+        if not why:
+            device = getattr(self.encoder, "device", pick.device)
+            try:
+                picked = reencoded_targets(lambda c: self.encoder.encode_chunks(c.to(device)).tokens.to(ids.device),
+                                           pick, roles[live], words[live], layout, pooling)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                why = f"re-encoding failed ({type(exc).__name__}: {exc})"
+                log.warning("Embedding Sanitizer: pooled target not re-encoded: %s", why)
+            else:
+                out = torch.zeros(ids.shape[0], picked.shape[-1], device=picked.device)
+                out[live.to(picked.device)] = picked
+                return out
+        notes.append(f"pooled target not re-encoded ({why}); used the "
+                     f"{'fitted pooled head' if self.es_model is not None else 'unedited rows'}")
+        return None
 
     def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3:
