@@ -11,8 +11,9 @@ that the chunk's pooled vector lands where the prompt *without the concept*
 would be:
 
 * ``mean`` pooling (BERT-style encoders such as the bundled MiniLM): the edited
-  rows (flagged words and the EOS row) are shifted by a common vector so that the
-  mean of the chunk's live rows equals the target;
+  rows (flagged words and the EOS row) are shifted along one common direction, each
+  by a share proportional to its edit weight (the EOS row by the chunk's largest),
+  so that the mean of the chunk's live rows equals the target;
 * ``eos`` pooling (CLIP): the EOS row and the padding rows (which SD reads too,
   and which carry the same sentence summary) are shifted to the target.
 
@@ -158,9 +159,12 @@ def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: t
     if pooling == "mean":
         live = roles != ROLE_PAD
         n_live = live.sum(-1, keepdim=True).float()
-        n_abs = absorb.sum(-1, keepdim=True).float().clamp_min(1.0)
-        shift = (target - _masked_mean(cur, live)) * n_live / n_abs  # every absorbing row moves by the same vector
-        moved = cur + (strength.unsqueeze(-1) * shift).unsqueeze(1)
+        # each absorbing row takes a share of the move in proportion to its edit weight (the EOS row: the chunk's
+        # largest), so a word flagged weakly moves little and the chunk's mean still lands on the target
+        share = torch.where(roles == ROLE_EOS, (weights * words).amax(-1, keepdim=True), weights) * absorb
+        share = share / share.sum(-1, keepdim=True).clamp_min(1e-12)
+        shift = (target - _masked_mean(cur, live)) * n_live  # [N, D]: the sum of the rows must move by this
+        moved = cur + share.unsqueeze(-1) * (strength.unsqueeze(-1) * shift).unsqueeze(1)
     else:
         shift = target - _first_eos(cur, roles)
         moved = cur + (strength.unsqueeze(-1) * shift).unsqueeze(1)
