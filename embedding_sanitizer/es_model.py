@@ -161,8 +161,12 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     param = next(model.parameters())
     flat = rows.reshape(batch * chunks, chunk_length, width).to(param.device, param.dtype)
     flat_roles = roles.reshape(batch * chunks, chunk_length).to(param.device)
-    with torch.inference_mode():
-        logits, delta = model(flat, flat_roles)
+    live_length = max(1, int((flat_roles != ROLE_PAD).sum(-1).max())) if flat_roles.numel() else chunk_length
+    with torch.inference_mode():  # the live positions only: padding is masked out as a key, so no live row
+        logits, delta = model(flat[:, :live_length], flat_roles[:, :live_length])  # depends on the padding rows
+    if live_length < chunk_length:
+        logits = torch.nn.functional.pad(logits, (0, chunk_length - live_length))  # padding scores are 0 anyway
+        delta = None  # the padding rows' corrections are computed below, for edited chunks only
     is_word = flat_roles == ROLE_WORD
     scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
     weights = edit_weight(intensity, scores)
@@ -183,6 +187,11 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
         tail = (flat_roles == ROLE_EOS) | (flat_roles == ROLE_PAD)
         weights = torch.where(tail, chunk_max.expand_as(weights), weights)
     weights = torch.where(flat_roles == ROLE_BOS, torch.zeros_like(weights), weights)
+    if delta is None:  # a chunk without an edit (most prompts) never needs the network over its padding
+        delta = torch.zeros_like(flat)
+        if bool(edited.any()):
+            with torch.inference_mode():
+                delta[edited] = model(flat[edited], flat_roles[edited])[1].to(delta.dtype)
     out = flat.float() + weights.unsqueeze(-1) * delta.float()
     shape = (batch, total)
     return ESOutput(out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),
