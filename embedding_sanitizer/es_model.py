@@ -144,6 +144,29 @@ class ESOutput(NamedTuple):
     flagged: torch.Tensor  # [B, T] flagged words: every edited chunk has at least one
 
 
+def _network(model: EmbeddingSanitizerNet, flat: torch.Tensor, roles: torch.Tensor, prompt: torch.Tensor | None):
+    """(logits ``[N, L]``, corrections ``[N, L, D]``, which chunks have their corrections ``[N]``).
+
+    Padding is masked out as a key, so no live row depends on the padding rows: a chunk the whole-prompt
+    detector calls benign (most prompts) runs through the network over its live positions only, and its
+    corrections are left for ``apply_es`` to compute if it does get edited. The others (and every chunk
+    without a whole-prompt detector) run whole, once. The result is the whole-chunk network's either way.
+    """
+    whole = (prompt >= 0.5) if prompt is not None else torch.ones(flat.shape[0], dtype=torch.bool,
+                                                                  device=flat.device)
+    logits = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)
+    delta = torch.zeros_like(flat)
+    with torch.inference_mode():
+        if bool(whole.all()):
+            return (*model(flat, roles), whole)
+        if bool(whole.any()):
+            logits[whole], delta[whole] = model(flat[whole], roles[whole])
+        rest = ~whole
+        length = max(1, int((roles[rest] != ROLE_PAD).sum(-1).max()))
+        logits[rest, :length] = model(flat[rest, :length], roles[rest, :length])[0]
+    return logits, delta, whole
+
+
 def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tensor, intensity: float,
              chunk_length: int) -> ESOutput:
     """Run ES over ``[B, T, D]`` rows chunk by chunk.
@@ -161,18 +184,13 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
     param = next(model.parameters())
     flat = rows.reshape(batch * chunks, chunk_length, width).to(param.device, param.dtype)
     flat_roles = roles.reshape(batch * chunks, chunk_length).to(param.device)
-    live_length = max(1, int((flat_roles != ROLE_PAD).sum(-1).max())) if flat_roles.numel() else chunk_length
-    with torch.inference_mode():  # the live positions only: padding is masked out as a key, so no live row
-        logits, delta = model(flat[:, :live_length], flat_roles[:, :live_length])  # depends on the padding rows
-    if live_length < chunk_length:
-        logits = torch.nn.functional.pad(logits, (0, chunk_length - live_length))  # padding scores are 0 anyway
-        delta = None  # the padding rows' corrections are computed below, for edited chunks only
+    prompt = model.prompt_scores(flat, flat_roles)
+    logits, delta, has_delta = _network(model, flat, flat_roles, prompt)
     is_word = flat_roles == ROLE_WORD
     scores = torch.where(is_word, torch.sigmoid(logits.float()), torch.zeros_like(logits, dtype=torch.float32))
     weights = edit_weight(intensity, scores)
     confident_words = is_word & (intensity * scores >= CONFIRM_SCORE)
     live = weights.amax(-1) > 0
-    prompt = model.prompt_scores(flat, flat_roles)
     supported = (prompt >= 0.5) if prompt is not None else live
     top = torch.zeros_like(is_word)
     top[torch.arange(top.shape[0], device=top.device), scores.argmax(-1)] = True
@@ -187,11 +205,10 @@ def apply_es(model: EmbeddingSanitizerNet, rows: torch.Tensor, roles: torch.Tens
         tail = (flat_roles == ROLE_EOS) | (flat_roles == ROLE_PAD)
         weights = torch.where(tail, chunk_max.expand_as(weights), weights)
     weights = torch.where(flat_roles == ROLE_BOS, torch.zeros_like(weights), weights)
-    if delta is None:  # a chunk without an edit (most prompts) never needs the network over its padding
-        delta = torch.zeros_like(flat)
-        if bool(edited.any()):
-            with torch.inference_mode():
-                delta[edited] = model(flat[edited], flat_roles[edited])[1].to(delta.dtype)
+    missing = edited & ~has_delta  # edited chunks whose padding rows (they take the edit) were not run yet
+    if bool(missing.any()):
+        with torch.inference_mode():
+            delta[missing] = model(flat[missing], flat_roles[missing])[1].to(delta.dtype)
     out = flat.float() + weights.unsqueeze(-1) * delta.float()
     shape = (batch, total)
     return ESOutput(out.reshape(batch, total, width).to(rows.device), scores.reshape(shape).to(rows.device),

@@ -58,3 +58,18 @@ def test_a_chunk_without_padding_and_a_batch_of_unedited_chunks():
         model.score_head[-1].bias.fill_(-20.0)  # nothing scores: nothing is edited, the rows come back as given
     out = apply_es(model, rows, roles, 1.0, L)
     assert torch.equal(out.rows, rows) and bool((out.weights == 0).all())
+
+
+def test_the_bench_quiet_copy_edits_nothing_and_leaves_the_model_alone():
+    from embedding_sanitizer.evaluation.bench import unedited_copy
+
+    model, rows, roles = make(3, [4, 30])
+    model.config.prompt_pooling = "eos"
+    with torch.no_grad():
+        model.prompt_direction.normal_()
+        model.prompt_platt.copy_(torch.tensor([1.0, 0.0]))
+    assert bool((apply_es(model, rows, roles, 1.0, L).weights > 0).any())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quiet = apply_es(unedited_copy(model), rows, roles, 2.5, L)
+    assert bool((quiet.weights == 0).all()) and torch.equal(quiet.rows, rows)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -10,6 +10,7 @@ per concept list before timing (it is cached in real use).
 """
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import platform
@@ -34,9 +35,11 @@ METHODS = {
     "loo": dict(mode="safree", detector="loo", eos_policy="keep"),
     "es+fast": dict(mode="es+safree", detector="fast"),
 }
-LABELS = {"encode": "text-encoder pass", "es": "ES (learned)", "fast": "projection, fast detector",
-          "loo": "SAFREE leave-one-out (released)", "es+fast": "ES then projection"}
+LABELS = {"encode": "text-encoder pass", "es": "ES (learned)", "es_unedited": "ES, prompt left unedited",
+          "fast": "projection, fast detector", "loo": "SAFREE leave-one-out (released)",
+          "es+fast": "ES then projection"}
 TARGET_RATIO = 0.05
+ES_TARGET_RATIO = 0.02  # issue 12: ES at or below 2% of a CLIP ViT-L/14-shaped text pass at batch 1
 SAMPLE_PROMPTS = (  # written for this project: typical prompt lengths (about 8 to 40 tokens)
     "a photo of a cat sleeping on a wooden chair",
     "portrait of a woman on a beach at sunset, golden hour, 35mm film, shallow depth of field",
@@ -85,6 +88,8 @@ def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, 
     base = Settings(concepts=concepts) if concepts else Settings()
     settings = {k: base.replace(**v) for k, v in METHODS.items() if k in methods}
     subspace = sanitizer.subspace(base.concept_list, device)  # built once, as cached in real use
+    quiet = Sanitizer(encoder, unedited_copy(es_model).to(device).eval(), {"file": "bench"}) if "es" in methods \
+        else None
     out = {"encoder": encoder.name, "width": encoder.width, "device": str(device), "batches": {},
            "memory": {"es_parameters_mb": round(_tensor_mb(*es_model.parameters(), *es_model.buffers()), 2),
                       "concept_subspace_mb": round(_tensor_mb(*[v for v in vars(subspace).values()]), 2),
@@ -105,6 +110,9 @@ def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, 
             if key == "loo" and loo_max_batch is not None and batch > loo_max_batch:
                 continue
             jobs[key] = (lambda s=s: sanitizer.sanitize(tokens, ids, encoder.layout, s))
+        if "es" in settings and quiet is not None and \
+                not bool((quiet.sanitize(tokens, ids, encoder.layout, settings["es"]).weights > 0).any()):
+            jobs["es_unedited"] = lambda: quiet.sanitize(tokens, ids, encoder.layout, settings["es"])
         times = {k: [] for k in jobs}
         peaks = {}
         order = list(jobs)
@@ -136,6 +144,18 @@ def bench_encoder(encoder, es_model: EmbeddingSanitizerNet, *, batches=BATCHES, 
         out["batches"][str(batch)] = entry
     out["memory"]["process_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out
+
+
+def unedited_copy(model: EmbeddingSanitizerNet) -> EmbeddingSanitizerNet:
+    """A copy of ``model`` that scores every word and chunk benign (its score head and whole-prompt detector
+    biased far down): the path a prompt takes when nothing in it is edited, which is most prompts with
+    calibrated weights (the shipped weights leave every COCO caption untouched). The random-init ES the
+    bench uses for CLIP edits the sample prompts, so without this the bench times only the edited path."""
+    quiet = copy.deepcopy(model)
+    with torch.no_grad():
+        quiet.score_head[-1].bias.sub_(40.0)
+        quiet.prompt_platt[1].sub_(60.0)
+    return quiet
 
 
 def calibration_throughput(encoder, n_prompts: int = 200, epochs: int = 1) -> dict:
@@ -225,7 +245,10 @@ def targets(results: dict) -> list[dict]:
         b1 = run["batches"].get("1")
         if not b1:
             continue
-        for key, goal in (("es", TARGET_RATIO), ("fast", TARGET_RATIO), ("loo", None)):
+        for key, goal in (("es", TARGET_RATIO), ("fast", TARGET_RATIO), ("loo", None), ("es", ES_TARGET_RATIO),
+                          ("es_unedited", ES_TARGET_RATIO)):
+            if key not in b1["ratio"]:
+                continue
             ratio = b1["ratio"].get(key)
             status = "measured" if goal is None else ("pass" if ratio is not None and ratio <= goal else "fail")
             out.append({"target": f"{LABELS[key]} at batch 1 on {run['label']}",
