@@ -154,11 +154,12 @@ def _network(model: EmbeddingSanitizerNet, flat: torch.Tensor, roles: torch.Tens
     """
     whole = (prompt >= 0.5) if prompt is not None else torch.ones(flat.shape[0], dtype=torch.bool,
                                                                   device=flat.device)
+    if bool(whole.all()):
+        with torch.inference_mode():
+            return (*model(flat, roles), whole)
     logits = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)
     delta = torch.zeros_like(flat)
     with torch.inference_mode():
-        if bool(whole.all()):
-            return (*model(flat, roles), whole)
         if bool(whole.any()):
             logits[whole], delta[whole] = model(flat[whole], roles[whole])
         rest = ~whole

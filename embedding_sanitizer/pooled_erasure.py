@@ -104,11 +104,9 @@ def deletion_ids(ids: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, pa
     """``[N, L]`` chunk ids with the ``words`` positions deleted: the kept tokens (BOS, unedited words, EOS)
     move left in order and the chunk is filled up with ``pad_id`` (what the chunk would be without them)."""
     keep = (roles != ROLE_PAD) & ~words
-    out = torch.full_like(ids, pad_id)
-    for n in range(ids.shape[0]):  # a few chunks per call: the ones with an edited word
-        kept = ids[n][keep[n]]
-        out[n, :kept.numel()] = kept
-    return out
+    order = torch.sort((~keep).to(torch.int8), dim=-1, stable=True).indices  # kept positions first, in order
+    position = torch.arange(ids.shape[1], device=ids.device)
+    return torch.where(position < keep.sum(-1, keepdim=True), ids.gather(1, order), torch.full_like(ids, pad_id))
 
 
 def reencoded_targets(encode_rows, ids: torch.Tensor, roles: torch.Tensor, words: torch.Tensor, layout,
@@ -117,14 +115,13 @@ def reencoded_targets(encode_rows, ids: torch.Tensor, roles: torch.Tensor, words
 
     ``encode_rows(ids)`` returns the encoder's rows ``[N, L, D]`` for chunk ids ``[N, L]`` (the same layer
     as the embeddings being sanitized). The pooled vector is read from those rows as the whole-prompt
-    detector pools them (``mean``: the mean of the live rows; ``eos``: the EOS row).
+    detector pools them (``pool_rows``: ``mean``, the mean of the live rows; ``eos``, the EOS row).
     """
     cut = deletion_ids(ids, roles, words, layout.pad_id)
     cut_roles = token_roles(cut, layout, rows_are_chunks=True)
     active = int((cut_roles != ROLE_PAD).sum(-1).max())
-    rows = encode_rows(cut[:, :active]).to(torch.float32)
-    cut_roles = cut_roles[:, :active].to(rows.device)
-    return pooled_features(rows, cut_roles, torch.zeros_like(cut_roles, dtype=torch.bool), pooling)[1]
+    rows = encode_rows(cut[:, :active])
+    return pool_rows(rows, cut_roles[:, :active].to(rows.device), pooling)
 
 
 def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: torch.Tensor,
@@ -146,16 +143,17 @@ def apply_pooled_erasure(current: torch.Tensor, original: torch.Tensor, roles: t
     if not bool(absorb.any()):
         return current, zero
     strength = (weights * words).amax(-1).clamp(max=1.0)  # [N]
-    features, base = pooled_features(original, roles, words, pooling)
-    target = pooled_target(features, base, head)
     cur = current.float()
     if targets is not None:
         target = targets.to(cur.device, torch.float32)
-    elif head is not None and use_head is not None:
-        fallback = base if pooling == "mean" else _first_eos(cur, roles)  # eos: no move without the head
-        target = torch.where(use_head.unsqueeze(-1), target, fallback)
-        if pooling == "eos":
-            absorb = absorb & use_head.unsqueeze(-1)
+    else:
+        features, base = pooled_features(original, roles, words, pooling)
+        target = pooled_target(features, base, head)
+        if head is not None and use_head is not None:
+            fallback = base if pooling == "mean" else _first_eos(cur, roles)  # eos: no move without the head
+            target = torch.where(use_head.unsqueeze(-1), target, fallback)
+            if pooling == "eos":
+                absorb = absorb & use_head.unsqueeze(-1)
     if pooling == "mean":
         live = roles != ROLE_PAD
         n_live = live.sum(-1, keepdim=True).float()

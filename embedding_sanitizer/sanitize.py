@@ -242,15 +242,14 @@ class Sanitizer:
 
     def _reencoded_targets(self, ids, roles, weights, layout, pooling, notes) -> torch.Tensor | None:
         """``[N, D]`` pooled targets of the chunks ``ids`` ``[N, L]`` re-encoded without their edited words
-        (rows of chunks without one: their own pooled vector, unused), or None when they cannot be re-encoded
-        (no encoder, textual-inversion vectors, ids outside the vocabulary, an encoder error: noted)."""
+        (zero for chunks without one: not used), or None when they cannot be re-encoded (no encoder; and noted:
+        textual-inversion vectors, ids outside the vocabulary, an encoder error)."""
         words = edited_words(roles, weights)
         live = words.any(-1)
         if self.encoder is None or not bool(live.any()):
             return None
         pick = ids[live]
-        why = ("textual-inversion vectors cannot be re-encoded by id" if bool((pick == layout.ti_id).any())
-               else _outside_vocabulary(pick, self.encoder))
+        why = self._reencode_blocker(pick, layout)
         if not why:
             device = getattr(self.encoder, "device", pick.device)
             try:
@@ -266,6 +265,15 @@ class Sanitizer:
         notes.append(f"pooled target not re-encoded ({why}); used the "
                      f"{'fitted pooled head' if self.es_model is not None else 'unedited rows'}")
         return None
+
+    def _reencode_blocker(self, ids: torch.Tensor, layout: ChunkLayout) -> str:
+        """Why chunk ids cannot be encoded again by id with this sanitizer's encoder (the leave-one-out
+        detector and the pooled target both do), or "" when they can."""
+        if self.encoder is None:
+            return "no encoder"
+        if bool((ids == layout.ti_id).any()):
+            return "textual-inversion vectors cannot be re-encoded by id"
+        return _outside_vocabulary(ids, self.encoder)
 
     def _validate(self, embeddings: torch.Tensor, token_ids: torch.Tensor, layout: ChunkLayout) -> None:
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3:
@@ -323,13 +331,9 @@ class Sanitizer:
         return current, p_scores, p_flags, p_weights, proj, detector
 
     def _projection(self, rows, ids, roles, layout, chunk, settings, subspace, notes):
-        has_ti = bool((ids == layout.ti_id).any())
         detector = settings.detector
-        out_of_vocab = detector == "loo" and self.encoder is not None and not has_ti and \
-            _outside_vocabulary(ids, self.encoder)
-        if detector == "loo" and (self.encoder is None or has_ti or out_of_vocab):
-            why = ("textual-inversion vectors cannot be re-encoded by id" if has_ti else
-                   out_of_vocab or "no encoder")
+        why = self._reencode_blocker(ids, layout) if detector == "loo" else ""
+        if why:
             notes.append(f"leave-one-out detector unavailable ({why}); used the fast detector")
             log.warning("Embedding Sanitizer: leave-one-out detector unavailable (%s); using the fast detector", why)
             detector = "fast"
