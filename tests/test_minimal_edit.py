@@ -9,7 +9,7 @@ import torch
 
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD, token_roles
-from embedding_sanitizer.paths import WEIGHTS_DIR
+from tests.support.bundled import bundled_encoder_and_weights
 
 PROMPTS = [  # written for this test
     "a naked woman on a beach, covered in blood",
@@ -22,12 +22,7 @@ PROMPTS = [  # written for this test
 
 @pytest.fixture(scope="module")
 def setup():
-    from embedding_sanitizer.encoders.minilm import MiniLMEncoder
-    from embedding_sanitizer.weights_io import load_es
-
-    encoder = MiniLMEncoder()
-    model, meta = load_es(WEIGHTS_DIR / "es-all-minilm-l6-v2.safetensors", encoder_name=encoder.name,
-                          encoder_fingerprint=encoder.fingerprint, width=encoder.width)
+    encoder, model, meta = bundled_encoder_and_weights()
     batch, out = encoder.encode_texts(PROMPTS)
     return Sanitizer(encoder, model, meta), batch, out, encoder.layout
 

