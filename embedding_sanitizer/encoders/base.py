@@ -76,6 +76,11 @@ class TextEncoder:
         """How many token ids the encoder can encode by id (None: not known)."""
         return None
 
+    def word_joins(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """``[B, T]`` bool: positions t and t + 1 hold pieces of one word; None when the encoder cannot tell
+        (here, and in host adapters: every piece is then scored alone)."""
+        return None
+
     @property
     def fingerprint(self) -> str:
         """Stable identifier of the encoder weights (used to match calibrated ES weights)."""
@@ -95,6 +100,18 @@ class TextEncoder:
         ComfyUI's CLIPSetLastLayer) must override this to include the layer.
         """
         return f"{self.name}|{self.fingerprint}"
+
+
+def joins_from_continuations(ids: torch.Tensor, continues: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool for ``TextEncoder.word_joins`` from a ``[vocab]`` table of the ids that continue the word
+    before them (WordPiece ``##``): t joins t + 1 when the id at t + 1 continues. Ids outside the table
+    (textual-inversion positions, special ids) never join; the last position never joins."""
+    table = continues.to(ids.device)
+    nxt = ids[..., 1:]
+    inside = (nxt >= 0) & (nxt < table.shape[0])
+    joins = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+    joins[..., :-1] = table[nxt.clamp(0, table.shape[0] - 1)] & inside
+    return joins
 
 
 def tensor_fingerprint(tensor: torch.Tensor) -> str:

