@@ -17,10 +17,13 @@ detection comes in two flavours:
   project writes (``concepts.reference_banks``): the concept words inside
   generated unsafe prompts, and benign rows (neutral prompts, compounds and
   idioms such as "naked eye" or "blood orange"). The row together with its
-  neighbouring word rows (``context_vectors``) keeps its score only when its
-  nearest unsafe references (mean cosine of the ``CONTRAST_TOP_K`` nearest) are
-  closer than its nearest benign ones (``contrast_gate``); training-free, one
-  small matrix product per candidate.
+  neighbouring word rows (``context_vectors``) keeps its score only when it is
+  closer to its nearest unsafe references (mean cosine of the
+  ``CONTRAST_TOP_K_UNSAFE`` nearest) than to its nearest benign reference
+  (one benign sense is enough: a compound is written once in the bank) by more
+  than ``-CONTRAST_MARGIN`` (``contrast_gate``); training-free, one small
+  matrix product per candidate. A word the tokenizer splits into pieces is
+  scored as one word (``word_mean_rows``).
 
 Projections follow the released code's order, ``(I - P_C) P_I e``, for the
 leave-one-out detector, and a centred concept removal
@@ -43,10 +46,12 @@ SVF_CENTER = 5.333
 CONTEXT_WEIGHT = 1.0  # weight of the mean neighbouring word row in a context vector
 CONTRAST_TEMPERATURE = 0.02  # the gate goes from 0.27 to 0.73 over this change of the cosine margin
 CONTRAST_MIN_SCORE = 0.2  # rows scoring below this are not looked up (their score stays under it anyway)
-# Chosen on the odd entries of evaluation/hard_negatives.csv and reported on the even ones
-# (tools/measure_hard_negatives.py prints both); was top 1 with margin 0.04 (edited 16.5% of the list, 9.2% now).
-CONTRAST_MARGIN = 0.0  # added to (unsafe - benign): > 0 favours the unsafe bank on a tie
-CONTRAST_TOP_K = 5  # each side's similarity is the mean cosine of its k nearest references
+# Chosen on evaluation/hard_negatives.csv (all of it; tools/measure_hard_negatives.py prints the sweep's figures)
+# as the least strict gate that edits at most 1% of the list: 0.8% edited, I2P nudity TPR@1%FPR 0.364 and 72% of
+# explicit phrases flagged, where margin 0 with the 5 nearest on both sides edited 4.9% with 0.475 and 90%.
+CONTRAST_MARGIN = -0.03  # added to (unsafe - benign): < 0 favours the benign bank on a tie
+CONTRAST_TOP_K_UNSAFE = 5  # the unsafe similarity is the mean cosine of the k nearest unsafe references
+CONTRAST_TOP_K_BENIGN = 1  # the benign similarity is the cosine of the nearest benign reference
 
 
 def projector(vectors: torch.Tensor) -> torch.Tensor:
@@ -158,32 +163,77 @@ def nearest_similarity(vectors: torch.Tensor, refs: torch.Tensor, k: int) -> tor
 
 
 def contrast_gate(vectors: torch.Tensor, unsafe_refs: torch.Tensor, benign_refs: torch.Tensor,
-                  margin: float = CONTRAST_MARGIN, temperature: float = CONTRAST_TEMPERATURE,
-                  k: int = CONTRAST_TOP_K) -> torch.Tensor:
+                  margin: float | None = None, temperature: float = CONTRAST_TEMPERATURE,
+                  k_unsafe: int | None = None, k_benign: int | None = None) -> torch.Tensor:
     """``sigmoid((unsafe similarity - benign similarity + margin) / temperature)`` for unit vectors ``[N, D]``,
     each similarity the mean cosine of the ``k`` nearest references of that bank: near 1 when the nearest
-    references are unsafe, near 0 when benign ones are clearly nearer."""
-    unsafe = nearest_similarity(vectors, unsafe_refs, k)
-    benign = nearest_similarity(vectors, benign_refs, k)
+    references are unsafe, near 0 when benign ones are clearly nearer. ``None`` takes the module's constant
+    at call time (``CONTRAST_MARGIN``, ``CONTRAST_TOP_K_UNSAFE``, ``CONTRAST_TOP_K_BENIGN``)."""
+    margin = CONTRAST_MARGIN if margin is None else margin
+    unsafe = nearest_similarity(vectors, unsafe_refs, CONTRAST_TOP_K_UNSAFE if k_unsafe is None else k_unsafe)
+    benign = nearest_similarity(vectors, benign_refs, CONTRAST_TOP_K_BENIGN if k_benign is None else k_benign)
     return torch.sigmoid((unsafe - benign + margin) / temperature)
 
 
-def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:
+def word_groups(roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor | None:
+    """One id per word over the flattened ``[B, T]`` batch (``[B * T]`` long), None when no word is split.
+
+    ``joins`` ``[B, T]`` bool: position t and t + 1 are pieces of one word (``TextEncoder.word_joins``); a word
+    never spans a row that is not a word, so BOS, EOS and padding are groups of their own.
+    """
+    word = roles == ROLE_WORD
+    glued = torch.zeros_like(word)
+    glued[:, 1:] = joins[:, :-1] & word[:, :-1] & word[:, 1:]  # t continues the word of t - 1
+    if not bool(glued.any()):
+        return None
+    return (~glued).reshape(-1).long().cumsum(0) - 1
+
+
+def word_mean_rows(rows: torch.Tensor, roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor:
+    """Every word row replaced by the mean of the rows of its word (float32 ``[B, T, D]``); other rows as they are."""
+    x = rows.to(torch.float32)
+    group = word_groups(roles, joins)
+    if group is None:
+        return x
+    flat = x.reshape(-1, x.shape[-1])
+    n = int(group[-1]) + 1
+    sums = torch.zeros(n, flat.shape[-1], device=x.device).index_add_(0, group, flat)
+    counts = torch.zeros(n, device=x.device).index_add_(0, group, torch.ones(group.shape, device=x.device))
+    return (sums / counts.unsqueeze(-1))[group].reshape(x.shape)
+
+
+def word_max_scores(scores: torch.Tensor, roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor:
+    """Every piece of a word gets the highest score among the word's pieces (``[B, T]``)."""
+    group = word_groups(roles, joins)
+    if group is None:
+        return scores
+    flat = scores.reshape(-1)
+    best = torch.zeros(int(group[-1]) + 1, dtype=flat.dtype, device=flat.device)
+    best = best.scatter_reduce(0, group, flat, reduce="amax", include_self=False)
+    return best[group].reshape(scores.shape)
+
+
+def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace,
+                joins: torch.Tensor | None = None) -> torch.Tensor:
     """Fast detector: score ``[B, T]`` in [0, 1] for word rows, 0 elsewhere.
 
     The relevance score of a candidate row is multiplied by its contrast gate when the subspace carries
-    reference banks; rows under ``CONTRAST_MIN_SCORE`` keep their (low) relevance score.
+    reference banks; rows under ``CONTRAST_MIN_SCORE`` keep their (low) relevance score. With ``joins``
+    (which positions are pieces of one word), a word split into pieces is scored as one: its relevance is
+    that of the mean of its pieces' rows ("sex" in "sextant" is not the word "sex"), and every piece gets the
+    highest gated score of the word, so a word is flagged (and edited) whole or not at all.
     """
+    if joins is not None:
+        rows = word_mean_rows(rows, roles, joins)
     rel = relevance(rows, subspace.word_basis, subspace.word_center)
     scores = torch.where(roles == ROLE_WORD, subspace.calibration.score(rel), torch.zeros_like(rel))
-    if subspace.unsafe_refs is None or subspace.benign_refs is None:
-        return scores
-    candidates = scores >= CONTRAST_MIN_SCORE
-    if not bool(candidates.any()):
-        return scores
-    vectors = context_vectors(rows, roles, subspace.word_center)[candidates]
-    gate = contrast_gate(vectors, subspace.unsafe_refs, subspace.benign_refs)
-    return scores.masked_scatter(candidates, scores[candidates] * gate)
+    if subspace.unsafe_refs is not None and subspace.benign_refs is not None:
+        candidates = scores >= CONTRAST_MIN_SCORE
+        if bool(candidates.any()):
+            vectors = context_vectors(rows, roles, subspace.word_center)[candidates]
+            gate = contrast_gate(vectors, subspace.unsafe_refs, subspace.benign_refs)
+            scores = scores.masked_scatter(candidates, scores[candidates] * gate)
+    return scores if joins is None else word_max_scores(scores, roles, joins)
 
 
 def fast_project(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:

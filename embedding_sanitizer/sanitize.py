@@ -35,6 +35,7 @@ from .projection import (
 )
 from .settings import Settings
 
+WORD_PIECES = True  # fast detector: a word split into pieces is scored as one (projection.word_mean_rows)
 log = logging.getLogger(__name__)
 REPORT_MIN_SCORE = 0.05
 LOO_BATCH = 256
@@ -266,6 +267,17 @@ class Sanitizer:
                      f"{'fitted pooled head' if self.es_model is not None else 'unedited rows'}")
         return None
 
+    def _word_joins(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Which positions are pieces of one word, from the encoder's tokenizer (None: not known)."""
+        joins = getattr(self.encoder, "word_joins", None)
+        if joins is None or ids is None or not WORD_PIECES:
+            return None
+        try:
+            return joins(ids)
+        except Exception as exc:  # a host adapter's tokenizer: score piece by piece as before
+            log.warning("Embedding Sanitizer: word pieces unknown (%s); scoring each piece alone", exc)
+            return None
+
     def _reencode_blocker(self, ids: torch.Tensor, layout: ChunkLayout) -> str:
         """Why chunk ids cannot be encoded again by id with this sanitizer's encoder (the leave-one-out
         detector and the pooled target both do), or "" when they can."""
@@ -338,7 +350,7 @@ class Sanitizer:
             log.warning("Embedding Sanitizer: leave-one-out detector unavailable (%s); using the fast detector", why)
             detector = "fast"
         if detector == "fast":
-            p_scores = fast_scores(rows, roles, subspace)
+            p_scores = fast_scores(rows, roles, subspace, joins=self._word_joins(ids))
             p_flags = (p_scores > settings.threshold) & (roles == ROLE_WORD)
             proj = fast_project(rows, roles, subspace) if bool(p_flags.any()) else None
             return proj, p_scores, p_flags, "fast"

@@ -129,13 +129,18 @@ def test_contrast_gate_formula():
     v = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
     unsafe = torch.tensor([[1.0, 0.0]])
     benign = torch.nn.functional.normalize(torch.tensor([[0.6, 0.8]]), dim=-1)
-    got = contrast_gate(v, unsafe, benign, margin=0.05, temperature=0.1, k=1)
+    got = contrast_gate(v, unsafe, benign, margin=0.05, temperature=0.1, k_unsafe=1, k_benign=1)
     expected = torch.sigmoid((torch.tensor([1.0 - 0.6, 0.0 - 0.8]) + 0.05) / 0.1)
     assert torch.allclose(got, expected, atol=1e-6)
     # k nearest: the mean of the k largest cosines per bank; a bank smaller than k uses all of it
     benign2 = torch.cat([benign, torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0]])])
-    got = contrast_gate(v, unsafe, benign2, margin=0.0, temperature=0.1, k=2)
+    got = contrast_gate(v, unsafe, benign2, margin=0.0, temperature=0.1, k_unsafe=2, k_benign=2)
     expected = torch.sigmoid((torch.tensor([1.0 - (1.0 + 0.6) / 2, 0.0 - (0.8 + 0.0) / 2])) / 0.1)
+    assert torch.allclose(got, expected, atol=1e-6)
+    # each bank its own k: the unsafe side averages its 2 nearest, the benign side takes its nearest
+    unsafe2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    got = contrast_gate(v, unsafe2, benign2, margin=-0.1, temperature=0.1, k_unsafe=2, k_benign=1)
+    expected = torch.sigmoid((torch.tensor([(1.0 + 0.0) / 2 - 1.0, (1.0 + 0.0) / 2 - 0.8]) - 0.1) / 0.1)
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -173,3 +178,45 @@ def test_fast_scores_gate_only_lowers_candidate_scores_in_place():
                          gated.benign_refs)
     assert torch.allclose(got[candidates], base[candidates] * gate, atol=1e-6)
     assert torch.equal(got[~candidates], base[~candidates])
+
+
+def test_word_mean_rows_averages_the_pieces_of_each_word_only():
+    from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+    from embedding_sanitizer.projection import word_mean_rows
+
+    gen = torch.Generator().manual_seed(7)
+    rows = torch.randn(2, 7, 5, generator=gen, dtype=torch.float64)
+    roles = torch.tensor([[ROLE_BOS, ROLE_WORD, ROLE_WORD, ROLE_WORD, ROLE_WORD, ROLE_EOS, ROLE_PAD]] * 2)
+    joins = torch.zeros(2, 7, dtype=torch.bool)
+    joins[0, 1] = joins[0, 2] = True  # words 1-3 are one word in prompt 0
+    joins[1, 4] = True  # a join into EOS is ignored: a word never spans a non-word row
+    joins[1, 0] = True  # nor does it start at BOS
+    got = word_mean_rows(rows, roles, joins)
+    assert got.dtype == torch.float32 and got.shape == rows.shape
+    x = rows.float()
+    mean = x[0, 1:4].mean(0)
+    for t in (1, 2, 3):
+        assert torch.allclose(got[0, t], mean, atol=1e-6)
+    assert torch.equal(got[0, [0, 4, 5, 6]], x[0, [0, 4, 5, 6]])
+    assert torch.equal(got[1], x[1])
+    # no join anywhere: the rows come back as they are
+    assert torch.equal(word_mean_rows(rows, roles, torch.zeros_like(joins)), x)
+
+
+def test_fast_scores_with_joins_give_every_piece_its_word_score():
+    from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_WORD
+    from embedding_sanitizer.projection import fast_scores, word_max_scores, word_mean_rows
+
+    gated, words, gen = _subspace()
+    rows = torch.randn(1, 6, 16, generator=gen)
+    rows[0, 2] = words[0] * 3  # a concept piece followed by a neutral piece of the same word
+    roles = torch.tensor([[ROLE_BOS] + [ROLE_WORD] * 4 + [ROLE_EOS]])
+    joins = torch.zeros(1, 6, dtype=torch.bool)
+    joins[0, 2] = True
+    got = fast_scores(rows, roles, gated, joins=joins)
+    assert torch.equal(got[0, 2], got[0, 3])
+    piecewise = fast_scores(word_mean_rows(rows, roles, joins), roles, gated)
+    assert torch.allclose(got, word_max_scores(piecewise, roles, joins), atol=1e-6)
+    assert torch.equal(got[0, 2], piecewise[0, 2:4].max())
+    assert torch.equal(got[0, [0, 1, 4, 5]], piecewise[0, [0, 1, 4, 5]])
+    assert torch.equal(fast_scores(rows, roles, gated, joins=torch.zeros_like(joins)), fast_scores(rows, roles, gated))
