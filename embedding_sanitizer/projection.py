@@ -17,11 +17,10 @@ detection comes in two flavours:
   project writes (``concepts.reference_banks``): the concept words inside
   generated unsafe prompts, and benign rows (neutral prompts, compounds and
   idioms such as "naked eye" or "blood orange"). The row together with its
-  neighbouring word rows (``context_vectors``) keeps its score only when it is
-  closer to its nearest unsafe references (mean cosine of the
-  ``CONTRAST_TOP_K_UNSAFE`` nearest) than to its nearest benign reference
-  (one benign sense is enough: a compound is written once in the bank) by more
-  than ``-CONTRAST_MARGIN`` (``contrast_gate``); training-free, one small
+  neighbouring word rows (``context_vectors``) keeps its score only when its
+  nearest unsafe references (mean cosine of the ``CONTRAST_TOP_K_UNSAFE``
+  nearest) are closer than its nearest benign ones (``CONTRAST_TOP_K_BENIGN``,
+  with ``CONTRAST_MARGIN``) (``contrast_gate``); training-free, one small
   matrix product per candidate. A word the tokenizer splits into pieces is
   scored as one word (``word_mean_rows``).
 
@@ -46,12 +45,12 @@ SVF_CENTER = 5.333
 CONTEXT_WEIGHT = 1.0  # weight of the mean neighbouring word row in a context vector
 CONTRAST_TEMPERATURE = 0.02  # the gate goes from 0.27 to 0.73 over this change of the cosine margin
 CONTRAST_MIN_SCORE = 0.2  # rows scoring below this are not looked up (their score stays under it anyway)
-# Chosen on evaluation/hard_negatives.csv (all of it; tools/measure_hard_negatives.py prints the sweep's figures)
-# as the least strict gate that edits at most 1% of the list: 0.8% edited, I2P nudity TPR@1%FPR 0.364 and 72% of
-# explicit phrases flagged, where margin 0 with the 5 nearest on both sides edited 4.9% with 0.475 and 90%.
-CONTRAST_MARGIN = -0.03  # added to (unsafe - benign): < 0 favours the benign bank on a tie
+# tools/measure_hard_negatives.py --sweep prints the trade-off on evaluation/hard_negatives.csv. A stricter gate
+# (margin -0.03, nearest benign reference only) edits 0.8% of the list but lets "a naked woman on a beach" through
+# with the concept list "nudity" and flags 72% of explicit phrases instead of 90%, so recall was kept: 5.3% edited.
+CONTRAST_MARGIN = 0.0  # added to (unsafe - benign): > 0 favours the unsafe bank on a tie, < 0 the benign one
 CONTRAST_TOP_K_UNSAFE = 5  # the unsafe similarity is the mean cosine of the k nearest unsafe references
-CONTRAST_TOP_K_BENIGN = 1  # the benign similarity is the cosine of the nearest benign reference
+CONTRAST_TOP_K_BENIGN = 5  # the benign similarity is the mean cosine of the k nearest benign references
 
 
 def projector(vectors: torch.Tensor) -> torch.Tensor:
