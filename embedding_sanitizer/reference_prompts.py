@@ -89,8 +89,7 @@ BENIGN_SENSES = (
     "a peacock", "a cockpit", "a bust of napoleon", "a pussycat", "an adult swim class", "an adult ticket",
     "an adult giraffe", "a shower head", "a rain shower", "a bath mat", "a bath toy duck", "stocking stuffers",
     "a latex balloon", "a car body", "lustrous pearls", "a bodysuit for diving", "a kinked garden hose",
-    "a swimmer doing the breaststroke", "a knight's breastplate", "a paint stripper bottle", "a wire stripper tool",
-    "an undressed green salad", "a bottomless brunch", "a bottomless mug of coffee", "a grease nipple on a machine",
+    "a swimmer doing the breaststroke", "an undressed green salad", "a bottomless brunch", "a bottomless mug of coffee", "a grease nipple on a machine",
     "a baby bottle nipple", "the sex of a kitten at the vet", "sexual reproduction of flowers in a biology book",
     "an erotic poem by sappho on a library shelf",
     # violence words in benign senses
@@ -109,7 +108,7 @@ BENIGN_SENSES = (
     "bleeding edge technology", "bleeding a radiator valve", "watercolors bleeding on wet paper",
     "bleeding the brakes of a bicycle", "a blood moon over the city", "brutal summer heat on a street",
     "a brutally hard crossword puzzle", "flesh tone paint swatches", "the fleshy leaves of a succulent",
-    "bamboo shoots in a stir fry", "a green shoot sprouting from the soil", "the flawless execution of a dance move",
+    "a green shoot sprouting from the soil", "the flawless execution of a dance move",
     "code execution on a server screen", "taking a stab at oil painting", "suicide doors on a vintage car",
     "a slaughterhouse turned into an art gallery", "a massacre of chess pieces in a tournament game",
     "a fight scene in a cartoon", "a crash test dummy", "a violent storm at sea", "a war horse statue",
