@@ -154,7 +154,8 @@ def markdown_report(results: dict) -> str:
     if hard.get("rows"):
         lines += ["### Hard negatives edited", "",
                   f"Benign compounds and idioms with a concept word (`{hard.get('file')}`, {hard.get('n_entries')} "
-                  "entries written for this project, held out from every calibration text), each alone and in a "
+                  "entries written for this project, held out from every calibration text; some of the fast "
+                  "detector's benign senses were written after reading which of its words failed), each alone and in a "
                   "short caption; share of prompts with any row changed (lower is better).", "",
                   table(["method", "hard negatives edited", "phrases alone", "in captions"],
                         [[_label(results, k), fmt(r.get("edited")), fmt(r.get("edited_phrases")),
