@@ -124,6 +124,8 @@ def status_html(saved: list[tuple[Path, dict]]) -> str:
         if not isinstance(summary, dict):
             summary = {}
         detail = quality_line(summary.get("validation", {}))
+        if summary.get("kept_earlier"):
+            detail = f"{summary['kept_earlier']['reason']}; this run: {detail}"
         if "time_s" in summary:
             detail += (f"; {summary.get('prompts', '?')} prompts, {summary.get('epochs', '?')} epochs "
                        f"({summary.get('stopped_by', '?')}), {summary['time_s'].get('total', 0):.0f} s")

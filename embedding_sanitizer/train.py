@@ -48,7 +48,8 @@ from .es_model import ESConfig, EmbeddingSanitizerNet, apply_es
 from .pooled_erasure import edited_words, fit_pooled_head, pooled_features
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
 from .prompt_detector import chunk_has_words, chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
-from .weights_io import save_es
+from .encoders.base import fingerprints_match
+from .weights_io import read_metadata, save_es
 
 log = logging.getLogger(__name__)
 CORPUS_VERSION = "5"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: carrier subjects labelled;
@@ -59,6 +60,7 @@ CORPUS_VERSION = "5"  # 3: core terms drawn CORE_TERM_WEIGHT times as often; 4: 
 VOCAB_WORDS = 0
 Progress = Callable[[int, int, str], None]
 LogLine = Callable[[str], None]
+KEEP_BETTER_MARGIN = 0.01  # token AUROC by which an earlier file must be better to be kept (calibrate)
 PROBE_CHUNKS = 16  # chunks encoded to time the encoder before sizing the corpus to a time budget
 
 
@@ -434,7 +436,7 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
               pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS,
               should_stop: StopCheck | None = None, log_line: LogLine | None = None,
               cache_max_bytes: int = CACHE_MAX_BYTES,
-              init_weights: str | Path | None = None) -> dict:
+              init_weights: str | Path | None = None, keep_better: bool = True) -> dict:
     """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
 
     ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
@@ -457,6 +459,10 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     Training leaves the caller's inference mode and enables gradients itself (hosts call this from inside
     ``torch.inference_mode()`` or ``torch.no_grad()``); the caller's grad and inference modes and torch's
     thread count are exactly as before when it returns or raises. The weights file is written atomically.
+    ``keep_better``: when ``out_path`` already holds a calibration for the same encoder and concept list whose
+    validation token AUROC is higher than this run's (by more than ``KEEP_BETTER_MARGIN``; a short budget
+    gives a weaker file), that file is kept, nothing is written, and the summary's ``kept_earlier`` says why
+    (its ``out`` is the kept file); a WARNING is logged. False overwrites whatever is there.
     """
     previous_threads = torch.get_num_threads()
     if threads:
@@ -466,14 +472,15 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
             return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
                               batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
                               cache_dir, loss_weights, pos_weight, vocab_words, should_stop,
-                              log_line or log.info, cache_max_bytes, init_weights)
+                              log_line or log.info, cache_max_bytes, init_weights, keep_better)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
                lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
-               pos_weight, vocab_words, should_stop, log_line, cache_max_bytes, init_weights=None) -> dict:
+               pos_weight, vocab_words, should_stop, log_line, cache_max_bytes, init_weights=None,
+               keep_better=True) -> dict:
     t0 = time.perf_counter()
     budget = Budget(time_budget_s)
     progress = progress or _noop
@@ -670,11 +677,13 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                 "encode_s_per_prompt_probe": None if probe_s_per_prompt is None else round(probe_s_per_prompt, 4),
                 "pooled_head": pooled_figures, "pooled_head_s": round(t_pooled, 1)}
     val = {k: round(float(v), 5) for k, v in final.items()}
-    out_path = write_atomically(out_path, lambda temp: save_es(
-        temp, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
-        layout=encoder.layout.to_dict(), concepts=concepts, training=training, metrics={"validation": val}))
+    kept = better_earlier_file(out_path, encoder, concepts, val) if keep_better else None
+    if kept is None:
+        out_path = write_atomically(out_path, lambda temp: save_es(
+            temp, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
+            layout=encoder.layout.to_dict(), concepts=concepts, training=training, metrics={"validation": val}))
     total = time.perf_counter() - t0
-    summary = {"out": str(out_path), "encoder": encoder.name, "width": encoder.width, "concepts": len(concepts),
+    summary = {"out": str(out_path), "kept_earlier": kept, "encoder": encoder.name, "width": encoder.width, "concepts": len(concepts),
                "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
                "chunks_encoded": len(cs.chunks), "examples": len(cs), "encode_cached": cached,
                "epochs": len(history), "stopped_by": stopped, "validation": val,
@@ -683,10 +692,42 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
                           "total": round(total, 1)},
                "encode_s_per_1000_prompts": round(1000 * t_encode / max(1, n_u + n_b), 2) if not cached else None,
                "history": history}
+    if kept is not None:
+        progress(1, 1, f"kept the earlier {Path(out_path).name}")
+        log.warning("Embedding Sanitizer calibration: %s", kept["reason"])
+        log_line(f"Embedding Sanitizer calibration: {kept['reason']} ({format_duration(total)})")
+        return summary
     progress(1, 1, f"saved {Path(out_path).name} in {total:.0f} s")
     log_line(f"Embedding Sanitizer calibration: saved {Path(out_path).name} in {format_duration(total)} "
              f"({quality_line(val)})")
     return summary
+
+
+def better_earlier_file(out_path, encoder, concepts, validation: dict) -> dict | None:
+    """``{"reason", "validation"}`` when ``out_path`` holds a calibration for this encoder and concept list that
+    validated better than ``validation`` (token AUROC higher by more than ``KEEP_BETTER_MARGIN``); else None
+    (no file, another kind of file, another encoder or concept list, or no better figure to compare)."""
+    path = Path(out_path)
+    if not path.is_file():
+        return None
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - not a readable ES file: it is replaced as before
+        return None
+    earlier = (meta.get("metrics") or {}).get("validation") or {}
+    if (not fingerprints_match(str(meta.get("encoder_fingerprint", "")), encoder.fingerprint)
+            or sorted(meta.get("concepts") or []) != sorted(concepts)):
+        return None
+    try:
+        old, new = float(earlier["token_auroc"]), float(validation["token_auroc"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not old > new + KEEP_BETTER_MARGIN:  # NaN on either side: not better
+        return None
+    return {"reason": f"kept the earlier {path.name}: its validation token AUROC {old:.3f} is higher than this "
+                      f"run's {new:.3f} (a longer time budget gives a better file; pass keep_better=False, or "
+                      f"--overwrite to the train command, to replace it anyway)",
+            "validation": earlier}
 
 
 def quality_line(validation: dict) -> str:

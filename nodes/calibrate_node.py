@@ -160,7 +160,9 @@ class EmbeddingSanitizerCalibrate:
                 log.info("Embedding Sanitizer calibration of %s cancelled; no file written", name)
                 _raise_interrupt(exc)
             names.append(out_path.name)
-            line = (f"{name}: {out_path.name}: {quality_line(result['validation'])}; "
+            kept = result.get("kept_earlier")
+            line = (f"{name}: {kept['reason']}; this run: " if kept else f"{name}: {out_path.name}: ") + (
+                    f"{quality_line(result['validation'])}; "
                     f"{result['prompts']} prompts, {result['epochs']} epochs ({result['stopped_by']}), "
                     f"{result['time_s']['total']:.0f} s")
             quality.append(line)

@@ -140,3 +140,56 @@ def test_the_pooled_head_is_fitted_and_stored(calibrated, hash_encoder):
     else:  # too few prompts, or no better than the training-free target on held-out prompts: the head stays off
         assert not model.config.pooled_head and model.pooled_head() is None
     assert model.config.edit_scope == "tokens"
+
+
+def _with_validation(src, dst, validation):
+    """A copy of an ES weights file whose stored validation figures are ``validation``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    meta["metrics"] = json.dumps({"validation": validation})
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+def test_better_earlier_file_rule(calibrated, hash_encoder, tmp_path):
+    from embedding_sanitizer.train import KEEP_BETTER_MARGIN, better_earlier_file
+
+    out, _, _ = calibrated
+    earlier = _with_validation(out, tmp_path / "e.safetensors", {"token_auroc": 0.95})
+    new = lambda auroc: {"token_auroc": auroc}  # noqa: E731
+    kept = better_earlier_file(earlier, hash_encoder, CONCEPTS, new(0.95 - 2 * KEEP_BETTER_MARGIN))
+    assert kept and "kept the earlier e.safetensors" in kept["reason"] and kept["validation"]["token_auroc"] == 0.95
+    assert better_earlier_file(earlier, hash_encoder, list(reversed(CONCEPTS)), new(0.5))  # order does not matter
+    assert better_earlier_file(earlier, hash_encoder, CONCEPTS, new(0.95 - KEEP_BETTER_MARGIN / 2)) is None
+    assert better_earlier_file(earlier, hash_encoder, CONCEPTS, new(0.99)) is None
+    assert better_earlier_file(earlier, hash_encoder, ["nudity"], new(0.5)) is None  # another concept list
+    assert better_earlier_file(earlier, hash_encoder, CONCEPTS, new(float("nan"))) is None
+    assert better_earlier_file(tmp_path / "missing.safetensors", hash_encoder, CONCEPTS, new(0.5)) is None
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    assert better_earlier_file(junk, hash_encoder, CONCEPTS, new(0.5)) is None
+    no_figure = _with_validation(out, tmp_path / "n.safetensors", {})
+    assert better_earlier_file(no_figure, hash_encoder, CONCEPTS, new(0.5)) is None
+
+
+def test_a_weaker_run_keeps_the_earlier_file_unless_told(calibrated, hash_encoder, tmp_path, monkeypatch, caplog):
+    import embedding_sanitizer.train as train
+
+    out, _, _ = calibrated
+    target = _with_validation(out, tmp_path / "es.safetensors", {"token_auroc": 0.9})
+    before = target.read_bytes()
+    monkeypatch.setattr(train, "KEEP_BETTER_MARGIN", -2.0)  # any earlier figure counts as better
+    kwargs = dict(seed=3, n_unsafe=40, n_benign=30, epochs=1, hidden=16, layers=1, heads=2, cache_dir=None)
+    with caplog.at_level("WARNING", logger="embedding_sanitizer.train"):
+        summary = calibrate(hash_encoder, CONCEPTS, target, **kwargs)
+    assert summary["kept_earlier"] and summary["out"] == str(target)
+    assert target.read_bytes() == before
+    assert any("kept the earlier es.safetensors" in r.getMessage() for r in caplog.records)
+    summary = calibrate(hash_encoder, CONCEPTS, target, keep_better=False, **kwargs)
+    assert summary["kept_earlier"] is None and target.read_bytes() != before
+    assert read_metadata(target)["metrics"]["validation"]["token_auroc"] == summary["validation"]["token_auroc"]

@@ -41,6 +41,9 @@ def configure(parser) -> None:
                         help="where encoded corpora are cached ('none' disables; default ~/.cache/embedding-sanitizer)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from earlier weights for the same encoder and architecture (fewer epochs needed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it holds a calibration for this encoder and concept list "
+                             "that validated better (by default that file is kept and nothing is written)")
     parser.add_argument("--json", action="store_true", help="print the full summary as JSON")
 
 
@@ -95,13 +98,17 @@ def run(args) -> int:
     summary = calibrate(encoder, concepts, args.out, progress=progress, time_budget_s=args.time_budget,
                         seed=args.seed, n_unsafe=args.unsafe_prompts, n_benign=args.benign_prompts,
                         epochs=args.epochs, hidden=args.hidden, threads=args.threads, layers=args.layers, device=args.device,
-                        cache_dir=cache, vocab_words=args.vocab_words, init_weights=args.init)
+                        cache_dir=cache, vocab_words=args.vocab_words, init_weights=args.init,
+                        keep_better=not args.overwrite)
     for bar in bars.values():
         bar.close()
     history = summary.pop("history")
     val = summary["validation"]
     times = summary["time_s"]
-    print(f"saved {summary['out']}")
+    if summary.get("kept_earlier"):
+        print(f"not saved: {summary['kept_earlier']['reason']}")
+    else:
+        print(f"saved {summary['out']}")
     print(f"encoder {summary['encoder']} (width {summary['width']}) | {summary['concepts']} concepts "
           f"(packs: {', '.join(summary['packs']) or 'none'}; custom: {summary['custom_concepts']})")
     print(f"corpus {summary['prompts']} prompts -> {summary['chunks_encoded']} chunks encoded"
