@@ -683,8 +683,8 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             temp, model, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
             layout=encoder.layout.to_dict(), concepts=concepts, training=training, metrics={"validation": val}))
     total = time.perf_counter() - t0
-    summary = {"out": str(out_path), "kept_earlier": kept, "encoder": encoder.name, "width": encoder.width, "concepts": len(concepts),
-               "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
+    summary = {"out": str(out_path), "kept_earlier": kept, "encoder": encoder.name, "width": encoder.width,
+               "concepts": len(concepts), "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
                "chunks_encoded": len(cs.chunks), "examples": len(cs), "encode_cached": cached,
                "epochs": len(history), "stopped_by": stopped, "validation": val,
                "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1), "train": round(t_train, 1),
