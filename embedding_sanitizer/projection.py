@@ -162,15 +162,13 @@ def nearest_similarity(vectors: torch.Tensor, refs: torch.Tensor, k: int) -> tor
 
 
 def contrast_gate(vectors: torch.Tensor, unsafe_refs: torch.Tensor, benign_refs: torch.Tensor,
-                  margin: float | None = None, temperature: float = CONTRAST_TEMPERATURE,
-                  k_unsafe: int | None = None, k_benign: int | None = None) -> torch.Tensor:
+                  margin: float = CONTRAST_MARGIN, temperature: float = CONTRAST_TEMPERATURE,
+                  k_unsafe: int = CONTRAST_TOP_K_UNSAFE, k_benign: int = CONTRAST_TOP_K_BENIGN) -> torch.Tensor:
     """``sigmoid((unsafe similarity - benign similarity + margin) / temperature)`` for unit vectors ``[N, D]``,
     each similarity the mean cosine of the ``k`` nearest references of that bank: near 1 when the nearest
-    references are unsafe, near 0 when benign ones are clearly nearer. ``None`` takes the module's constant
-    at call time (``CONTRAST_MARGIN``, ``CONTRAST_TOP_K_UNSAFE``, ``CONTRAST_TOP_K_BENIGN``)."""
-    margin = CONTRAST_MARGIN if margin is None else margin
-    unsafe = nearest_similarity(vectors, unsafe_refs, CONTRAST_TOP_K_UNSAFE if k_unsafe is None else k_unsafe)
-    benign = nearest_similarity(vectors, benign_refs, CONTRAST_TOP_K_BENIGN if k_benign is None else k_benign)
+    references are unsafe, near 0 when benign ones are clearly nearer."""
+    unsafe = nearest_similarity(vectors, unsafe_refs, k_unsafe)
+    benign = nearest_similarity(vectors, benign_refs, k_benign)
     return torch.sigmoid((unsafe - benign + margin) / temperature)
 
 
@@ -188,10 +186,10 @@ def word_groups(roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor | None
     return (~glued).reshape(-1).long().cumsum(0) - 1
 
 
-def word_mean_rows(rows: torch.Tensor, roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor:
-    """Every word row replaced by the mean of the rows of its word (float32 ``[B, T, D]``); other rows as they are."""
+def word_mean_rows(rows: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """Every word row replaced by the mean of the rows of its word (float32 ``[B, T, D]``); other rows as they
+    are. ``group``: ``word_groups`` (None: no word is split, the rows come back as they are)."""
     x = rows.to(torch.float32)
-    group = word_groups(roles, joins)
     if group is None:
         return x
     flat = x.reshape(-1, x.shape[-1])
@@ -201,9 +199,8 @@ def word_mean_rows(rows: torch.Tensor, roles: torch.Tensor, joins: torch.Tensor)
     return (sums / counts.unsqueeze(-1))[group].reshape(x.shape)
 
 
-def word_max_scores(scores: torch.Tensor, roles: torch.Tensor, joins: torch.Tensor) -> torch.Tensor:
-    """Every piece of a word gets the highest score among the word's pieces (``[B, T]``)."""
-    group = word_groups(roles, joins)
+def word_max_scores(scores: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """Every piece of a word gets the highest score among the word's pieces (``[B, T]``; ``group`` as above)."""
     if group is None:
         return scores
     flat = scores.reshape(-1)
@@ -222,8 +219,8 @@ def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspa
     that of the mean of its pieces' rows ("sex" in "sextant" is not the word "sex"), and every piece gets the
     highest gated score of the word, so a word is flagged (and edited) whole or not at all.
     """
-    if joins is not None:
-        rows = word_mean_rows(rows, roles, joins)
+    group = word_groups(roles, joins) if joins is not None else None
+    rows = word_mean_rows(rows, group) if group is not None else rows
     rel = relevance(rows, subspace.word_basis, subspace.word_center)
     scores = torch.where(roles == ROLE_WORD, subspace.calibration.score(rel), torch.zeros_like(rel))
     if subspace.unsafe_refs is not None and subspace.benign_refs is not None:
@@ -232,7 +229,7 @@ def fast_scores(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspa
             vectors = context_vectors(rows, roles, subspace.word_center)[candidates]
             gate = contrast_gate(vectors, subspace.unsafe_refs, subspace.benign_refs)
             scores = scores.masked_scatter(candidates, scores[candidates] * gate)
-    return scores if joins is None else word_max_scores(scores, roles, joins)
+    return word_max_scores(scores, group)
 
 
 def fast_project(rows: torch.Tensor, roles: torch.Tensor, subspace: ConceptSubspace) -> torch.Tensor:

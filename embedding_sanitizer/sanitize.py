@@ -35,7 +35,6 @@ from .projection import (
 )
 from .settings import Settings
 
-WORD_PIECES = True  # fast detector: a word split into pieces is scored as one (projection.word_mean_rows)
 log = logging.getLogger(__name__)
 REPORT_MIN_SCORE = 0.05
 LOO_BATCH = 256
@@ -270,7 +269,7 @@ class Sanitizer:
     def _word_joins(self, ids: torch.Tensor) -> torch.Tensor | None:
         """Which positions are pieces of one word, from the encoder's tokenizer (None: not known)."""
         joins = getattr(self.encoder, "word_joins", None)
-        if joins is None or ids is None or not WORD_PIECES:
+        if joins is None or ids is None:
             return None
         try:
             return joins(ids)

@@ -182,7 +182,7 @@ def test_fast_scores_gate_only_lowers_candidate_scores_in_place():
 
 def test_word_mean_rows_averages_the_pieces_of_each_word_only():
     from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
-    from embedding_sanitizer.projection import word_mean_rows
+    from embedding_sanitizer.projection import word_groups, word_mean_rows
 
     gen = torch.Generator().manual_seed(7)
     rows = torch.randn(2, 7, 5, generator=gen, dtype=torch.float64)
@@ -191,7 +191,7 @@ def test_word_mean_rows_averages_the_pieces_of_each_word_only():
     joins[0, 1] = joins[0, 2] = True  # words 1-3 are one word in prompt 0
     joins[1, 4] = True  # a join into EOS is ignored: a word never spans a non-word row
     joins[1, 0] = True  # nor does it start at BOS
-    got = word_mean_rows(rows, roles, joins)
+    got = word_mean_rows(rows, word_groups(roles, joins))
     assert got.dtype == torch.float32 and got.shape == rows.shape
     x = rows.float()
     mean = x[0, 1:4].mean(0)
@@ -200,12 +200,13 @@ def test_word_mean_rows_averages_the_pieces_of_each_word_only():
     assert torch.equal(got[0, [0, 4, 5, 6]], x[0, [0, 4, 5, 6]])
     assert torch.equal(got[1], x[1])
     # no join anywhere: the rows come back as they are
-    assert torch.equal(word_mean_rows(rows, roles, torch.zeros_like(joins)), x)
+    assert word_groups(roles, torch.zeros_like(joins)) is None
+    assert torch.equal(word_mean_rows(rows, None), x)
 
 
 def test_fast_scores_with_joins_give_every_piece_its_word_score():
     from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_WORD
-    from embedding_sanitizer.projection import fast_scores, word_max_scores, word_mean_rows
+    from embedding_sanitizer.projection import fast_scores, word_groups, word_max_scores, word_mean_rows
 
     gated, words, gen = _subspace()
     rows = torch.randn(1, 6, 16, generator=gen)
@@ -215,8 +216,9 @@ def test_fast_scores_with_joins_give_every_piece_its_word_score():
     joins[0, 2] = True
     got = fast_scores(rows, roles, gated, joins=joins)
     assert torch.equal(got[0, 2], got[0, 3])
-    piecewise = fast_scores(word_mean_rows(rows, roles, joins), roles, gated)
-    assert torch.allclose(got, word_max_scores(piecewise, roles, joins), atol=1e-6)
+    group = word_groups(roles, joins)
+    piecewise = fast_scores(word_mean_rows(rows, group), roles, gated)
+    assert torch.allclose(got, word_max_scores(piecewise, group), atol=1e-6)
     assert torch.equal(got[0, 2], piecewise[0, 2:4].max())
     assert torch.equal(got[0, [0, 1, 4, 5]], piecewise[0, [0, 1, 4, 5]])
     assert torch.equal(fast_scores(rows, roles, gated, joins=torch.zeros_like(joins)), fast_scores(rows, roles, gated))

@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from unittest import mock
 
@@ -36,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from embedding_sanitizer import projection, sanitize  # noqa: E402
+from embedding_sanitizer import projection  # noqa: E402
 from embedding_sanitizer.concepts import SubspaceCache  # noqa: E402
 from embedding_sanitizer.encoders.select import default_weights_path  # noqa: E402
 from embedding_sanitizer.weights_io import load_es  # noqa: E402
@@ -131,20 +132,22 @@ def main() -> None:
     es_path = default_weights_path(encoder)
     es_model, es_meta = (load_es(es_path, encoder_name=encoder.name, encoder_fingerprint=encoder.fingerprint,
                                  width=encoder.width) if es_path else (None, {}))
-    previous = {"WORD_PIECES": False}
-    variants = [("no contrast gate", SubspaceCache(references=False), "safree", {}),
-                ("gate, pieces alone", SubspaceCache(), "safree", previous),
-                ("gate as shipped", SubspaceCache(), "safree", {})]
+    # (name, cache, mode, contrast_gate keywords, word pieces scored alone)
+    variants = [("no contrast gate", SubspaceCache(references=False), "safree", {}, False),
+                ("gate, pieces alone", SubspaceCache(), "safree", {}, True),
+                ("gate as shipped", SubspaceCache(), "safree", {}, False)]
     if args.sweep:
-        variants += [(f"margin {m:+.2f}, benign k {k}", SubspaceCache(), "safree",
-                      {"CONTRAST_MARGIN": m, "CONTRAST_TOP_K_BENIGN": k})
+        variants += [(f"margin {m:+.2f}, benign k {k}", SubspaceCache(), "safree", {"margin": m, "k_benign": k}, False)
                      for m, k in ((-0.02, 5), (0.0, 1), (-0.02, 1), (-0.03, 1))]
     if es_model is not None:
-        variants.append(("es, shipped weights", SubspaceCache(references=False), "es", {}))
-    for name, cache, mode, constants in variants:
+        variants.append(("es, shipped weights", SubspaceCache(references=False), "es", {}, False))
+    for name, cache, mode, gate, pieces_alone in variants:
         with ExitStack() as patched:
-            for key, value in constants.items():
-                patched.enter_context(mock.patch.object(sanitize if key == "WORD_PIECES" else projection, key, value))
+            if gate:  # fast_scores looks contrast_gate up at call time
+                patched.enter_context(mock.patch.object(projection, "contrast_gate",
+                                                        partial(projection.contrast_gate, **gate)))
+            if pieces_alone:
+                patched.enter_context(mock.patch.object(encoder, "word_joins", lambda ids: None))
             columns[name] = measure(encoder, es_model, es_meta, cache, mode, name, sets, task, entries, labels)
     names = list(columns)
     width = max(len(k) for k in columns[names[0]])
