@@ -86,3 +86,17 @@ def test_bad_inputs_are_clear_errors(webui, folder, monkeypatch):
     assert "no CUDA GPU" in handler("nudity", BUDGET_S, "cuda", 0, progress=None)
     assert "time budget" in handler("nudity", -5, "cpu", 0, progress=None)
     assert "concept list is empty" in handler(" ", BUDGET_S, "cpu", 0, progress=None)
+
+
+def test_status_says_when_an_earlier_better_file_was_kept():
+    from pathlib import Path
+
+    from a1111.calibration import status_html
+
+    kept = {"reason": "kept the earlier es.safetensors: its validation token AUROC 0.990 is higher than this "
+                      "run's 0.700", "validation": {"token_auroc": 0.99}}
+    html = status_html([(Path("es.safetensors"), {"validation": {"token_auroc": 0.7}, "kept_earlier": kept,
+                                                  "time_s": {"total": 12}})])
+    assert "kept the earlier es.safetensors" in html and "this run: validation token AUROC 0.700" in html
+    plain = status_html([(Path("es.safetensors"), {"validation": {"token_auroc": 0.7}, "kept_earlier": None})])
+    assert "kept the earlier" not in plain and "validation token AUROC 0.700" in plain
