@@ -26,7 +26,9 @@ import torch
 from .concepts import DEFAULT_CACHE, SubspaceCache
 from .es_model import EmbeddingSanitizerNet, apply_es, edit_weight
 from .layout import ROLE_BOS, ROLE_EOS, ROLE_NAMES, ROLE_PAD, ROLE_WORD, ChunkLayout, SD1_CLIP_L, token_roles
-from .pooled_erasure import apply_pooled_erasure, edited_words, reencoded_targets
+from .pooled_erasure import (
+    PROMPT_TARGET_PROBABILITY, PooledCorrection, apply_pooled_erasure, edited_words, reencoded_targets,
+)
 from .scale import expand, row_scales
 from .prompt_detector import pooling_for
 from .projection import (
@@ -217,7 +219,8 @@ class Sanitizer:
 
         The target of an edited chunk is the chunk re-encoded without its edited words (one encoder pass over
         the edited chunks only) when the encoder can re-encode it; otherwise the fitted pooled head's
-        prediction (chunks ES edited) or the mean of the unedited rows."""
+        prediction (chunks ES edited) or the mean of the unedited rows. In the chunks ES edited, the target is
+        then lowered along ES's whole-prompt detector (``PooledCorrection``)."""
         model = self.es_model if settings.uses_es else None
         head = model.pooled_head() if model is not None else None
         pooling = (model.config.prompt_pooling if model is not None and model.config.prompt_pooling
@@ -237,7 +240,8 @@ class Sanitizer:
         moved, stage_w = apply_pooled_erasure(current.reshape(-1, chunk, width), rows.reshape(-1, chunk, width),
                                               flat_roles, flat_weights, pooling,
                                               None if head is None else {k: v.to(rows.device) for k, v in head.items()},
-                                              use_head, targets)
+                                              use_head, targets,
+                                              pooled_correction(model, pooling, settings.effective_intensity))
         return moved.reshape(batch, total, width), torch.maximum(weights, stage_w.reshape(batch, total))
 
     def _reencoded_targets(self, ids, roles, weights, layout, pooling, notes) -> torch.Tensor | None:
@@ -433,6 +437,20 @@ class Sanitizer:
             "prompts": prompts,
             "notes": list(head_notes) + notes,
         })
+
+
+def pooled_correction(model: EmbeddingSanitizerNet | None, pooling: str, intensity: float = 1.0
+                      ) -> PooledCorrection | None:
+    """The pooled target's correction from ES's whole-prompt detector, when it pools as the stage does.
+
+    The target probability is ``PROMPT_TARGET_PROBABILITY`` up to intensity 1 and its power ``intensity``
+    above (0.02 at 1, 0.0028 at 1.5): a higher intensity removes more of the concept from the pooled vector,
+    where the row edits are already at full removal."""
+    if model is None or not model.has_prompt_detector or model.config.prompt_pooling != pooling:
+        return None
+    slope, bias = model.prompt_platt.float().tolist()
+    probability = PROMPT_TARGET_PROBABILITY ** max(1.0, float(intensity))
+    return PooledCorrection.from_detector(model.prompt_direction.float(), slope, bias, probability)
 
 
 def unconfirmed_note(chunks: int) -> str:

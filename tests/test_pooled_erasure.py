@@ -4,8 +4,11 @@ from __future__ import annotations
 import torch
 
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD
+import math
+
 from embedding_sanitizer.pooled_erasure import (
-    absorbing_rows, apply_pooled_erasure, edited_words, fit_pooled_head, pooled_features, pooled_target,
+    PooledCorrection, absorbing_rows, apply_pooled_erasure, edited_words, fit_pooled_head, lower_along_direction,
+    pooled_features, pooled_target,
 )
 
 N, L, D = 5, 12, 16
@@ -102,3 +105,51 @@ def test_weights_from_before_the_pooled_head_load_without_it():
     model, meta = load_es(previous[0])
     assert not model.config.pooled_head and model.pooled_head() is None
     assert model.config.edit_scope == "chunk"  # its own rule, recorded in the file
+
+
+def test_lowering_lands_on_the_level_keeps_the_norm_and_leaves_benign_targets_alone():
+    torch.manual_seed(3)
+    direction = torch.randn(D) * 0.3
+    target = torch.randn(8, D) * 2
+    target[:4] += 4 * direction  # these read high along the direction
+    unit = torch.nn.functional.normalize(target, dim=-1)
+    level = float((unit @ direction).median())
+    out = lower_along_direction(target, direction, level)
+    z_after = torch.nn.functional.normalize(out, dim=-1) @ direction
+    above = unit @ direction > level
+    assert bool(above.any()) and bool((~above).any())
+    assert torch.allclose(z_after[above], torch.full_like(z_after[above], level), atol=1e-4)
+    assert torch.equal(out[~above], target[~above])  # already at or below the level: bit for bit
+    assert torch.allclose(out.norm(dim=-1), target.norm(dim=-1), atol=1e-4)
+    # the move is along the direction only: what is orthogonal to it keeps its direction
+    ortho = lambda v: v - (v @ direction)[:, None] * direction / (direction @ direction)
+    cos = torch.nn.functional.cosine_similarity(ortho(torch.nn.functional.normalize(out, dim=-1)), ortho(unit))
+    assert bool((cos[above] > 0.9999).all())
+
+
+def test_the_correction_level_is_the_detectors_target_probability():
+    direction = torch.zeros(D)
+    direction[0] = 1.0
+    slope, bias = 12.0, -3.0
+    correction = PooledCorrection.from_detector(direction, slope, bias, probability=0.02)
+    z = correction.level
+    assert math.isclose(1 / (1 + math.exp(-(slope * z + bias))), 0.02, rel_tol=1e-9)
+    # a detector that cannot say which way is benign gives no correction
+    assert PooledCorrection.from_detector(direction, 0.0, bias) is None
+    assert PooledCorrection.from_detector(direction, float("nan"), bias) is None
+
+
+def test_the_correction_moves_only_the_chunks_the_detector_speaks_for():
+    rows, roles, weights = batch()
+    direction = torch.randn(D)
+    correction = PooledCorrection(direction=direction, level=-10.0)  # below every chunk: all would move
+    use = torch.tensor([True, False, True, True, True])
+    plain, _ = apply_pooled_erasure(rows.clone(), rows, roles, weights, "mean")
+    out, _ = apply_pooled_erasure(rows.clone(), rows, roles, weights, "mean", use_head=use, correction=correction)
+    assert torch.equal(out[1], plain[1])  # not the detector's chunk: the deletion target alone
+    assert not torch.allclose(out[0], plain[0])
+    assert torch.equal(out[2], rows[2]) and torch.equal(out[4], rows[4])  # no edited word: untouched
+    assert torch.equal(out[:, 0], rows[:, 0])  # BOS never changes
+    zero, _ = apply_pooled_erasure(rows.clone(), rows, roles, torch.zeros_like(weights), "mean",
+                                   use_head=use, correction=correction)
+    assert torch.equal(zero, rows)  # intensity 0 stays the identity

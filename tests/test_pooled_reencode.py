@@ -2,7 +2,7 @@
 
 Prompts written for this test. With an encoder that can re-encode the chunk, the pooled vector of an edited
 chunk must land on the pooled vector of the same chunk encoded without its edited words (mean pooling on
-the bundled encoder); without one (an encoder error here), the stage falls back to the fitted head, says
+the bundled encoder), lowered along the whole-prompt detector until it reads benign; without one (an encoder error here), the stage falls back to the fitted head, says
 so in the report, and still edits.
 """
 import pytest
@@ -10,8 +10,9 @@ import torch
 
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.layout import ROLE_PAD, ROLE_WORD, token_roles
-from embedding_sanitizer.pooled_erasure import deletion_ids, edited_words
+from embedding_sanitizer.pooled_erasure import PROMPT_TARGET_PROBABILITY, deletion_ids, edited_words
 from embedding_sanitizer.prompt_detector import pool_rows
+from embedding_sanitizer.sanitize import pooled_correction
 from tests.support.bundled import bundled_encoder_and_weights
 from tests.support.require import require
 
@@ -37,18 +38,27 @@ def bundled():
     return encoder, model, meta, batch, out
 
 
-def test_edited_chunk_lands_on_the_chunk_encoded_without_its_edited_words(bundled):
+@pytest.mark.parametrize("mode", ["safree", "es+safree"])
+def test_edited_chunk_lands_on_the_chunk_encoded_without_its_edited_words(bundled, mode):
+    """Mode safree: the deletion target itself. Modes with ES: that target lowered along ES's detector."""
     encoder, model, meta, batch, out = bundled
-    result = Sanitizer(encoder, model, meta).sanitize(out.tokens, batch.ids, encoder.layout, Settings())
+    settings = Settings(mode=mode)
+    result = Sanitizer(encoder, model, meta).sanitize(out.tokens, batch.ids, encoder.layout, settings)
     roles = token_roles(batch.ids, encoder.layout)
     words = edited_words(roles, result.weights)
+    correction = pooled_correction(model, "mean") if settings.uses_es else None
+    assert correction is not None or not settings.uses_es, "the shipped weights carry a whole-prompt detector"
     assert bool(words.any(-1).all()), "every test prompt has an edited word"
     for n in range(len(PROMPTS)):
         kept = [int(t) for t, r, w in zip(batch.ids[n], roles[n], words[n]) if r != ROLE_PAD and not w]
         cut = encoder.encode_chunks(torch.tensor([kept])).tokens
-        expected = cut[0].float().mean(0)  # mean pooling over the live rows (all of them here)
+        deleted = cut[0].float().mean(0)  # mean pooling over the live rows (all of them here)
+        expected = deleted if correction is None else correction.apply(deleted[None], None)[0]
         got = pool_rows(result.embeddings[n:n + 1, :77], roles[n:n + 1, :77], "mean")[0]
         assert float(torch.nn.functional.cosine_similarity(got, expected, dim=0)) > 0.99999
+        if correction is not None:
+            probability = model.prompt_scores(result.embeddings[n:n + 1, :77], roles[n:n + 1, :77])
+            assert float(probability) <= PROMPT_TARGET_PROBABILITY + 1e-3
         # unedited words are bit for bit
         same = (roles[n] == ROLE_WORD) & ~words[n] & (result.weights[n] == 0)
         assert torch.equal(result.embeddings[n][same], out.tokens[n][same])
@@ -77,3 +87,35 @@ def test_an_encoder_error_falls_back_to_the_head_and_says_so(bundled):
     notes = [note for p in result.report["prompts"] for note in p.get("notes", [])] + result.report.get("notes", [])
     assert any("pooled target not re-encoded (re-encoding failed (RuntimeError" in note for note in notes), notes
     assert torch.equal(result.embeddings, head_only.embeddings)  # the fitted head's target, as without an encoder
+
+
+def test_the_deleted_words_alone_leave_the_concept_the_correction_removes_it(bundled):
+    """Deleting "naked" or "blood, gore" still leaves a prompt the whole-prompt detector reads above the target
+    (the other words carry the concept); the sanitized chunk reads at the target."""
+    encoder, model, meta, batch, out = bundled
+    result = Sanitizer(encoder, model, meta).sanitize(out.tokens, batch.ids, encoder.layout, Settings(mode="es"))
+    roles = token_roles(batch.ids, encoder.layout)
+    words = edited_words(roles, result.weights)
+    before = model.prompt_scores(out.tokens[:, :77], roles[:, :77])
+    after = model.prompt_scores(result.embeddings[:, :77], roles[:, :77])
+    deleted = []
+    for n in range(len(PROMPTS)):
+        kept = [int(t) for t, r, w in zip(batch.ids[n], roles[n], words[n]) if r != ROLE_PAD and not w]
+        ids = torch.tensor([kept])
+        cut = encoder.encode_chunks(ids).tokens.float()
+        deleted.append(model.prompt_scores(cut, token_roles(ids, encoder.layout, rows_are_chunks=True)))
+    assert bool((before > 0.5).all()), before
+    assert float(torch.cat(deleted).max()) > PROMPT_TARGET_PROBABILITY, "deletion alone already reads benign"
+    assert float(after.max()) <= PROMPT_TARGET_PROBABILITY + 1e-3, after
+
+
+def test_a_higher_intensity_lowers_the_pooled_target_further(bundled):
+    encoder, model, meta, batch, out = bundled
+    roles = token_roles(batch.ids, encoder.layout)
+    read = {}
+    for intensity in (1.0, 1.5, 2.5):
+        settings = Settings(mode="es", preset="custom", intensity=intensity)
+        result = Sanitizer(encoder, model, meta).sanitize(out.tokens, batch.ids, encoder.layout, settings)
+        read[intensity] = model.prompt_scores(result.embeddings[:, :77], roles[:, :77])
+        assert float(read[intensity].max()) <= PROMPT_TARGET_PROBABILITY ** intensity + 1e-4, (intensity, read)
+    assert bool((read[2.5] < read[1.5]).all()) and bool((read[1.5] < read[1.0]).all())
