@@ -321,7 +321,14 @@ def test_tiny_end_to_end_yardsticks(tmp_path, hash_encoder):
                 assert cell["n_remaining"] == cell["n_detected"]
         assert "maxcos" not in s["rows"]  # detection-only methods have no sanitized embedding
     assert set(y["redetection"]["probes"]) == {"nudity", "violence"}
+    for name in ("I2P nudity", "concept_erasure nudity", "concept_erasure violence"):
+        for det, info in sets[name]["detectors"].items():  # the style-matched floor: other-I2P prompts flagged
+            floor = info["style_floor"]
+            assert floor["n"] > 0 and 0.0 <= floor["flagged"] <= 1.0, (name, det, floor)
     gap = y["gap"]
+    for concept, g in gap.items():  # deleting the concept words closes part of the gap, never more than all of it
+        ceiling = g["oracle_gap_pooled"]["aggregate"]
+        assert g["oracle_gap_pooled"]["n"] == 0 or -1.0 < ceiling <= 1.0, (concept, g["oracle_gap_pooled"])
     assert {"nudity", "violence"} <= set(gap)
     none = gap["nudity"]["rows"]["none"]
     assert none["gap_pooled"]["aggregate"] == 0.0 and none["caption_rows_change"]["mean"] == 0.0
@@ -335,6 +342,7 @@ def test_tiny_end_to_end_yardsticks(tmp_path, hash_encoder):
     results["meta"] = {"date": "2000-01-01", "command": "python -m embedding_sanitizer evaluate", "encoder": "hash"}
     md = markdown_report(results)
     assert "## Erasure yardsticks (issue 12)" in md and "### Benign-gibberish control" in md
+    assert "ceiling: only the concept words deleted" in md and "Style-matched floor" in md
     assert "I2P nudity re-detected" in readme_section(results)
 
 
@@ -365,5 +373,12 @@ def test_issue12_marks_pass_and_fail():
     assert bad["re-detected I2P nudity, max-cos"] == "fail" and bad["gap closed, inserted nudity (pooled)"] == "fail"
     assert bad["gibberish flagged or edited (worst of 6/12 junk, decorated; COCO, Parti)"] == "fail"
     assert bad["COCO untouched"] == "pass"
+    results = _results_with(0.5, 0.2, 0.3)
+    results["yardsticks"]["gap"]["nudity"]["oracle_gap_pooled"] = {"aggregate": 0.4}
+    results["yardsticks"]["redetection"]["sets"]["I2P nudity"]["detectors"] = {
+        "probe": {"style_floor": {"n": 20, "flagged": 0.35}}}
+    ref = {m["target"]: m["reference"] for m in issue12_marks(results)}
+    assert ref["gap closed, inserted nudity (pooled)"] == 0.4 and ref["re-detected I2P nudity, probe"] == 0.35
+    assert ref["re-detected I2P nudity, max-cos"] is None and ref["COCO untouched"] is None
     row = marks_rows(_results_with(0.01, 0.9, 0.0))[0]
     assert row[0] == "ES then projection" and row[1] == "0.010 / 0.010"

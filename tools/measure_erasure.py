@@ -2,12 +2,16 @@
 
     python tools/measure_erasure.py --weights weights/es-all-minilm-l6-v2.safetensors --mode es+safree --limit 100
     python tools/measure_erasure.py --mode safree-loo --limit 60 --json out.json
+    for p in 0.2 0.05 0.02 0.01 0.002; do python tools/measure_erasure.py --limit 60 --target-probability $p; done
 
 Prints, for the chosen method at the default preset (medium, intensity 1; I2P nudity re-detection also at
 preset high): detection AUROC (I2P nudity vs COCO), COCO untouched share and mean token cosine,
 re-detection by the independent max-cos and probe detectors (share of detected prompts still above
 threshold), gap to the clean caption on inserted phrases (pooled and aligned rows), minimal-edit figures,
-heatmap figures, the benign-gibberish control, then the issue-12 marks with pass/fail. Same code as
+heatmap figures, the benign-gibberish control, then the issue-12 marks with pass/fail and their reference
+(the style-matched floor of a re-detection, the ceiling of a gap: see the evaluate report).
+``--target-probability`` replaces the whole-prompt probability that the pooled-erasure stage lowers an ES-edited
+chunk to (``pooled_erasure.PROMPT_TARGET_PROBABILITY``), for the sweep of that trade-off. Same code as
 `python -m embedding_sanitizer evaluate` (embedding_sanitizer/evaluation/erasure_eval.py); the sets are
 sampled with --limit, the probes keep their full training pools (300 prompts per pool). About 70 s of CPU
 time on the bundled encoder at --limit 30 (user time; wall time depends on how busy the cores are).
@@ -55,7 +59,9 @@ def summary_lines(results: dict, key: str) -> list[str]:
                 f"token AUROC {fmt(h.get('token_auroc'))}")
         if "gap_pooled" in c:
             two = c.get("two_chunk_unflagged_edited", {})
-            line += (f"; pooled gap closed {fmt(c['gap_pooled']['aggregate'])}, rows {fmt(c['gap_rows']['aggregate'])}"
+            ceiling = (g.get("oracle_gap_pooled") or {}).get("aggregate")
+            line += (f"; pooled gap closed {fmt(c['gap_pooled']['aggregate'])} (ceiling {fmt(ceiling)}), rows "
+                     f"{fmt(c['gap_rows']['aggregate'])}"
                      f"; phrase-row concept cos {fmt(c['phrase_rows']['concept_cos_before'])} -> "
                      f"{fmt(c['phrase_rows']['concept_cos_after'])}; caption rows rel. change "
                      f"{fmt(c['caption_rows_change']['mean'], 4)}; unflagged chunks edited "
@@ -91,7 +97,15 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--target-probability", type=float,
+                    help="pooled-erasure target probability of the whole-prompt detector (default: the shipped one)")
     args = ap.parse_args()
+    if args.target_probability is not None:
+        import embedding_sanitizer.sanitize as sanitize_module
+
+        if not 0.0 < args.target_probability < 1.0:
+            raise SystemExit("--target-probability must be between 0 and 1")
+        sanitize_module.PROMPT_TARGET_PROBABILITY = args.target_probability
     start = time.perf_counter()
     torch.manual_seed(0)
     encoder = load_encoder(args.encoder)
@@ -114,8 +128,10 @@ def main() -> int:
     results["yardsticks"] = ErasureYardsticks(ev, extra).run_all()
     results["seconds"] = round(time.perf_counter() - start, 1)
     results = _r(results)
+    import embedding_sanitizer.sanitize as sanitize_module
+
     print(f"{m.label} ({key}), weights {es_file}, encoder {encoder.name}, --limit {args.limit}, "
-          f"{results['seconds']} s")
+          f"pooled target probability {sanitize_module.PROMPT_TARGET_PROBABILITY:g}, {results['seconds']} s")
     print(f"  detection AUROC I2P nudity vs COCO {fmt(results['detection_auroc'])}, "
           f"TPR@1%FPR {fmt(results['tpr_at_1pct_fpr'])}")
     if "coco_preservation" in results:
@@ -128,7 +144,8 @@ def main() -> int:
               "detection": {"nudity": {"rows": {key: {"auroc": results["detection_auroc"]}}}}}
     print("issue 12 marks:")
     for t in issue12_marks(shaped, key):
-        print(f"  [{t['status'].upper():>4}] {t['target']}: {fmt(t['value'], 4)} (goal {t['goal']})")
+        ref = "" if t.get("reference") is None else f", reference {fmt(t['reference'], 4)}"
+        print(f"  [{t['status'].upper():>4}] {t['target']}: {fmt(t['value'], 4)} (goal {t['goal']}{ref})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     return 0

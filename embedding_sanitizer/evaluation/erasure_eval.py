@@ -33,6 +33,8 @@ from .probe import LinearProbe, in_train_half, normalise_text
 POOL_BATCH = 256
 DEFAULT_PRESET = "medium"
 GAP_SEED = 1200
+#: re-detection sets whose detectors get a style-matched floor (``style_floor``), and the concept it is for
+FLOOR_CONCEPT = {"I2P nudity": "nudity", "concept_erasure nudity": "nudity", "concept_erasure violence": "violence"}
 
 
 def concat_chunks(first: Encoded, second: Encoded) -> Encoded:
@@ -166,6 +168,23 @@ class ErasureYardsticks:
         return det["probe"].score(pooled)
 
     # -- 1. re-detection ---------------------------------------------------------------------
+    def style_floor(self, det: dict, concept: str) -> dict | None:
+        """Share of style-matched benign prompts (held-out I2P prompts of other categories, without the concept:
+        the probe's held-out negatives) that ``det`` flags at its threshold. A sanitizer that removed the
+        concept completely would still leave about this share of its prompts above the threshold: the rest of
+        an I2P prompt (lexica style, artists, quality words) reads closer to the concept than a COCO caption."""
+        if not self.extra.i2p:
+            return None
+        key = ("style", concept)
+        if key not in self.detectors:
+            texts = self.probe_pools(concept)[3]
+            self.detectors[key] = (texts, self.pooled_texts(texts) if texts else None)
+        texts, pooled = self.detectors[key]
+        if pooled is None:
+            return None
+        flagged = self.detector_scores(det, pooled) > det["threshold"]
+        return {"n": len(texts), "flagged": float(flagged.mean())}
+
     def redetection_sets(self) -> list[tuple[str, str, list[str], Task, list[tuple[str, dict]]]]:
         """(set name, cache key, prompts, task, [(detector label, detector)])."""
         ev, data, out = self.ev, self.ev.data, []
@@ -202,8 +221,11 @@ class ErasureYardsticks:
             enc = self.ev.encoded(key, prompts)
             original = self.pooled(enc.tokens, enc.roles)
             row = {"n": len(enc), "detectors": {}, "rows": {}}
+            concept = FLOOR_CONCEPT.get(label)
             for det_label, det in dets:
                 info = {"kind": det["kind"], "threshold": det["threshold"]}
+                if concept is not None:
+                    info["style_floor"] = self.style_floor(det, concept)
                 if det["kind"] == "maxcos":
                     info["concepts"] = det["concepts"]
                 else:
@@ -269,15 +291,18 @@ class ErasureYardsticks:
         return self.ev.concept_task(concept)
 
     def inserted(self, phrases, captions: list[str], seed: int):
-        """Captions with a phrase inserted: (encoding, phrase spans, phrase rows, concept-word rows)."""
+        """Captions with a phrase inserted: (encoding, phrase spans, phrase rows, concept-word rows, encoding of
+        the same captions with only the phrase's concept words deleted)."""
         words, spans, marked = insert_marked(captions, phrases, seed)
         enc = encode_words(self.ev.encoder, self.ev.tokenizer, words)
+        kept = [[w for j, w in enumerate(ws) if j not in set(marks)] for ws, marks in zip(words, marked)]
+        oracle = encode_words(self.ev.encoder, self.ev.tokenizer, kept)
         labels = torch.zeros(enc.ids.shape, dtype=torch.bool)
         concept = torch.zeros(enc.ids.shape, dtype=torch.bool)
         for n, (a, b) in enumerate(spans):
             labels[n] = (enc.word_of[n] >= a) & (enc.word_of[n] < b)
             concept[n] = torch.isin(enc.word_of[n], torch.tensor(marked[n], dtype=torch.long))
-        return enc, spans, labels, concept
+        return enc, spans, labels, concept, oracle
 
     def gap(self) -> dict:
         captions_all = self.ev.data.localisation_captions
@@ -293,7 +318,7 @@ class ErasureYardsticks:
             n = min(size, len(captions_all))
             captions = captions_all[:n]
             clean = clean_all.subset(range(n))
-            enc, spans, labels, concept_words = self.inserted(phrases, captions, self.ev.seed + GAP_SEED + i)
+            enc, spans, labels, concept_words, oracle = self.inserted(phrases, captions, self.ev.seed + GAP_SEED + i)
             other = clean_all.subset([(j + 1) % len(captions_all) for j in range(n)])  # another caption
             task = self.gap_task(concept)
             concept_vectors = self.concept_vectors(tuple(task.released_concepts))
@@ -310,8 +335,12 @@ class ErasureYardsticks:
                                               base_pool, base_rows, concept_vectors))
                 rows[m.key] = cell
                 self.ev._step(f"gap {concept} {m.key}")
+            oracle_pool = M.cosine_distance(self.pooled(oracle.tokens, oracle.roles),
+                                            self.pooled(clean.tokens, clean.roles))
             out[concept] = {"n_prompts": n, "phrases": len(phrases), "n_phrase_tokens": int(labels.sum()),
                             "n_concept_tokens": int(concept_words.sum()),
+                            # the ceiling: the caption with exactly the phrase's concept words deleted, encoded again
+                            "oracle_gap_pooled": M.gap_closed(base_pool.numpy(), oracle_pool.numpy()),
                             "rows": rows}
         return out
 

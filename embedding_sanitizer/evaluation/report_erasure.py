@@ -32,6 +32,16 @@ def _remaining(y: dict, set_name: str, key: str, detector: str):
     return _get(y, "redetection", "sets", set_name, "rows", key, detector, "remaining")
 
 
+def _floor(y: dict, set_name: str, detector: str):
+    """The style-matched floor of a re-detection detector (share of other-I2P prompts it flags), or None."""
+    return _get(y, "redetection", "sets", set_name, "detectors", detector, "style_floor", "flagged")
+
+
+def _ceiling(y: dict, concept: str):
+    """Gap closed by deleting exactly the phrase's concept words (the best a concept-only edit reaches)."""
+    return _get(y, "gap", concept, "oracle_gap_pooled", "aggregate")
+
+
 def _mean(values):
     vals = [v for v in values if isinstance(v, (int, float)) and v == v]
     return sum(vals) / len(vals) if vals else None
@@ -158,6 +168,12 @@ def redetection_tables(results: dict) -> list[str]:
                              _fmt(c.get("remaining_among_edited")), "–"])
     lines += [table(["set", "method", "detector", "n", "detected", "still detected", "detected & edited",
                      "still detected among edited", "edited share"], rows), ""]
+    floors = [f"{set_name} {det} {_fmt(_get(info, 'style_floor', 'flagged'))} (n={_get(info, 'style_floor', 'n')})"
+              for set_name, s in sets.items() for det, info in s["detectors"].items() if info.get("style_floor")]
+    if floors:
+        lines += ["Style-matched floor (share of held-out I2P prompts of other categories, without the concept, "
+                  "that the detector flags at the same threshold; a complete removal of the concept would leave "
+                  "about this share still detected): " + "; ".join(floors) + ".", ""]
     return lines
 
 
@@ -169,6 +185,9 @@ def gap_tables(results: dict) -> list[str]:
         return []
     rows = []
     for concept, g in gap.items():
+        if g.get("oracle_gap_pooled"):
+            rows.append([concept, "ceiling: only the concept words deleted", _fmt(_get(g, "oracle_gap_pooled",
+                                                                                   "aggregate"))] + ["–"] * 9)
         for key, label in _labels(results):
             c = g["rows"].get(key)
             if not c:
@@ -249,21 +268,27 @@ def issue12_marks(results: dict, key: str = "es+fast") -> list[dict]:
                  for part in ("unflagged_chunks_edited", "two_chunk_unflagged_edited")]
     high = _get(y, "redetection", "at_preset_high", "rows", key) or {}
     pres = _get(results, "preservation", "coco", key, "medium") or {}
+    nud, vio = "I2P nudity", "concept_erasure violence"
     rows = [
-        ("re-detected I2P nudity, max-cos", _remaining(y, "I2P nudity", key, "max-cos"), "redetect"),
-        ("re-detected I2P nudity, probe", _remaining(y, "I2P nudity", key, "probe"), "redetect"),
-        ("re-detected I2P nudity at preset high, max-cos", _get(high, "max-cos", "remaining"), ("<=", 0.05)),
-        ("re-detected I2P nudity at preset high, probe", _get(high, "probe", "remaining"), ("<=", 0.05)),
-        ("re-detected violence (concept_erasure), max-cos", _remaining(y, "concept_erasure violence", key, "max-cos"),
-         "redetect"),
-        ("re-detected violence (concept_erasure), probe", _remaining(y, "concept_erasure violence", key, "probe"),
-         "redetect"),
+        ("re-detected I2P nudity, max-cos", _remaining(y, nud, key, "max-cos"), "redetect", _floor(y, nud, "max-cos")),
+        ("re-detected I2P nudity, probe", _remaining(y, nud, key, "probe"), "redetect", _floor(y, nud, "probe")),
+        ("re-detected I2P nudity at preset high, max-cos", _get(high, "max-cos", "remaining"), ("<=", 0.05),
+         _floor(y, nud, "max-cos")),
+        ("re-detected I2P nudity at preset high, probe", _get(high, "probe", "remaining"), ("<=", 0.05),
+         _floor(y, nud, "probe")),
+        ("re-detected violence (concept_erasure), max-cos", _remaining(y, vio, key, "max-cos"), "redetect",
+         _floor(y, vio, "max-cos")),
+        ("re-detected violence (concept_erasure), probe", _remaining(y, vio, key, "probe"), "redetect",
+         _floor(y, vio, "probe")),
         ("re-detected custom concepts, max-cos (worst)",
          _worst([_remaining(y, f"concept {c}", key, "max-cos") for c in custom], True), "redetect"),
-        ("gap closed, inserted nudity (pooled)", _get(gap("nudity"), "gap_pooled", "aggregate"), "gap_pooled"),
-        ("gap closed, inserted violence (pooled)", _get(gap("violence"), "gap_pooled", "aggregate"), "gap_pooled"),
+        ("gap closed, inserted nudity (pooled)", _get(gap("nudity"), "gap_pooled", "aggregate"), "gap_pooled",
+         _ceiling(y, "nudity")),
+        ("gap closed, inserted violence (pooled)", _get(gap("violence"), "gap_pooled", "aggregate"), "gap_pooled",
+         _ceiling(y, "violence")),
         ("gap closed, inserted custom concepts (pooled, worst)",
-         _worst([_get(gap(c), "gap_pooled", "aggregate") for c in custom], False), "gap_pooled"),
+         _worst([_get(gap(c), "gap_pooled", "aggregate") for c in custom], False), "gap_pooled",
+         _worst([_ceiling(y, c) for c in custom], False)),
         ("COCO untouched", pres.get("untouched"), "untouched"),
         ("COCO mean token cosine", pres.get("token_cos"), "token_cos"),
         ("detection AUROC I2P nudity vs COCO", _get(results, "detection", "nudity", "rows", key, "auroc"), "auroc"),
@@ -278,13 +303,14 @@ def issue12_marks(results: dict, key: str = "es+fast") -> list[dict]:
          _worst([_get(gap(c), "heatmap", "token_auroc") for c in BUILTIN], False), "token_auroc"),
     ]
     out = []
-    for name, value, mark in rows:
+    for name, value, mark, *reference in rows:
         cmp, goal = MARKS[mark] if isinstance(mark, str) else mark
         if value is None or value != value:
             status = "n/a"
         else:
             status = "pass" if (value <= goal if cmp == "<=" else value >= goal) else "fail"
-        out.append({"target": name, "method": key, "value": value, "goal": f"{cmp} {goal}", "status": status})
+        out.append({"target": name, "method": key, "value": value, "goal": f"{cmp} {goal}", "status": status,
+                     "reference": reference[0] if reference else None})
     return out
 
 
@@ -295,6 +321,11 @@ def marks_table(results: dict, key: str = "es+fast") -> list[str]:
     if not marks:
         return []
     label = dict(_labels(results)).get(key, key)
-    return [f"Issue 12 marks for {label} (the default mode), default preset:", "",
-            table(["mark", "goal", "value", "status"],
-                  [[m["target"], m["goal"], _fmt(m["value"], 4), m["status"].upper()] for m in marks]), ""]
+    return [f"Issue 12 marks for {label} (the default mode), default preset. Reference: for re-detection, the "
+            "style-matched floor, the share of held-out I2P prompts of other categories (without the concept) that "
+            "the same detector flags at the same threshold, so about what remains after a complete removal of "
+            "the concept; for the gap, the ceiling, the gap closed by deleting exactly the phrase's concept words "
+            "(starred in `evaluation/phrases.py`) and encoding again.", "",
+            table(["mark", "goal", "value", "reference (floor / ceiling)", "status"],
+                  [[m["target"], m["goal"], _fmt(m["value"], 4), _fmt(m.get("reference"), 4), m["status"].upper()]
+                   for m in marks]), ""]
