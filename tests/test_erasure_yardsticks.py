@@ -327,8 +327,8 @@ def test_tiny_end_to_end_yardsticks(tmp_path, hash_encoder):
             assert floor["n"] > 0 and 0.0 <= floor["flagged"] <= 1.0, (name, det, floor)
     gap = y["gap"]
     for concept, g in gap.items():  # deleting the concept words closes part of the gap, never more than all of it
-        ceiling = g["oracle_gap_pooled"]["aggregate"]
-        assert g["oracle_gap_pooled"]["n"] == 0 or -1.0 < ceiling <= 1.0, (concept, g["oracle_gap_pooled"])
+        deletion = g["oracle_gap_pooled"]["aggregate"]
+        assert g["oracle_gap_pooled"]["n"] == 0 or -1.0 < deletion <= 1.0, (concept, g["oracle_gap_pooled"])
     assert {"nudity", "violence"} <= set(gap)
     none = gap["nudity"]["rows"]["none"]
     assert none["gap_pooled"]["aggregate"] == 0.0 and none["caption_rows_change"]["mean"] == 0.0
@@ -342,7 +342,7 @@ def test_tiny_end_to_end_yardsticks(tmp_path, hash_encoder):
     results["meta"] = {"date": "2000-01-01", "command": "python -m embedding_sanitizer evaluate", "encoder": "hash"}
     md = markdown_report(results)
     assert "## Erasure yardsticks (issue 12)" in md and "### Benign-gibberish control" in md
-    assert "ceiling: only the concept words deleted" in md and "Style-matched floor" in md
+    assert "reference: only the concept words deleted" in md and "Style-matched floor" in md
     assert "I2P nudity re-detected" in readme_section(results)
 
 

@@ -9,7 +9,7 @@ preset high): detection AUROC (I2P nudity vs COCO), COCO untouched share and mea
 re-detection by the independent max-cos and probe detectors (share of detected prompts still above
 threshold), gap to the clean caption on inserted phrases (pooled and aligned rows), minimal-edit figures,
 heatmap figures, the benign-gibberish control, then the issue-12 marks with pass/fail and their reference
-(the style-matched floor of a re-detection, the ceiling of a gap: see the evaluate report).
+(the style-matched floor of a re-detection, the concept-word deletion of a gap: see the evaluate report).
 ``--target-probability`` replaces the whole-prompt probability that the pooled-erasure stage lowers an ES-edited
 chunk to (``pooled_erasure.PROMPT_TARGET_PROBABILITY``), for the sweep of that trade-off. Same code as
 `python -m embedding_sanitizer evaluate` (embedding_sanitizer/evaluation/erasure_eval.py); the sets are
@@ -59,8 +59,8 @@ def summary_lines(results: dict, key: str) -> list[str]:
                 f"token AUROC {fmt(h.get('token_auroc'))}")
         if "gap_pooled" in c:
             two = c.get("two_chunk_unflagged_edited", {})
-            ceiling = (g.get("oracle_gap_pooled") or {}).get("aggregate")
-            line += (f"; pooled gap closed {fmt(c['gap_pooled']['aggregate'])} (ceiling {fmt(ceiling)}), rows "
+            deletion = (g.get("oracle_gap_pooled") or {}).get("aggregate")
+            line += (f"; pooled gap closed {fmt(c['gap_pooled']['aggregate'])} (concept words deleted {fmt(deletion)}), rows "
                      f"{fmt(c['gap_rows']['aggregate'])}"
                      f"; phrase-row concept cos {fmt(c['phrase_rows']['concept_cos_before'])} -> "
                      f"{fmt(c['phrase_rows']['concept_cos_after'])}; caption rows rel. change "

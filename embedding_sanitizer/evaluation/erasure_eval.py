@@ -339,7 +339,7 @@ class ErasureYardsticks:
                                             self.pooled(clean.tokens, clean.roles))
             out[concept] = {"n_prompts": n, "phrases": len(phrases), "n_phrase_tokens": int(labels.sum()),
                             "n_concept_tokens": int(concept_words.sum()),
-                            # the ceiling: the caption with exactly the phrase's concept words deleted, encoded again
+                            # reference: the caption with exactly the phrase's concept words deleted, encoded again
                             "oracle_gap_pooled": M.gap_closed(base_pool.numpy(), oracle_pool.numpy()),
                             "rows": rows}
         return out

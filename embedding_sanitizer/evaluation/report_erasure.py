@@ -37,8 +37,9 @@ def _floor(y: dict, set_name: str, detector: str):
     return _get(y, "redetection", "sets", set_name, "detectors", detector, "style_floor", "flagged")
 
 
-def _ceiling(y: dict, concept: str):
-    """Gap closed by deleting exactly the phrase's concept words (the best a concept-only edit reaches)."""
+def _deletion_reference(y: dict, concept: str):
+    """Gap closed by deleting exactly the phrase's concept words and encoding again (what removing the concept
+    words alone reaches; an edit that also changes the phrase's other words can close more)."""
     return _get(y, "gap", concept, "oracle_gap_pooled", "aggregate")
 
 
@@ -186,7 +187,7 @@ def gap_tables(results: dict) -> list[str]:
     rows = []
     for concept, g in gap.items():
         if g.get("oracle_gap_pooled"):
-            rows.append([concept, "ceiling: only the concept words deleted", _fmt(_get(g, "oracle_gap_pooled",
+            rows.append([concept, "reference: only the concept words deleted", _fmt(_get(g, "oracle_gap_pooled",
                                                                                    "aggregate"))] + ["–"] * 9)
         for key, label in _labels(results):
             c = g["rows"].get(key)
@@ -269,6 +270,9 @@ def issue12_marks(results: dict, key: str = "es+fast") -> list[dict]:
     high = _get(y, "redetection", "at_preset_high", "rows", key) or {}
     pres = _get(results, "preservation", "coco", key, "medium") or {}
     nud, vio = "I2P nudity", "concept_erasure violence"
+    custom_gaps = {c: _get(gap(c), "gap_pooled", "aggregate") for c in custom}
+    custom_gaps = {c: v for c, v in custom_gaps.items() if isinstance(v, (int, float)) and v == v}
+    worst_custom = min(custom_gaps, key=custom_gaps.get) if custom_gaps else None  # its reference is shown
     rows = [
         ("re-detected I2P nudity, max-cos", _remaining(y, nud, key, "max-cos"), "redetect", _floor(y, nud, "max-cos")),
         ("re-detected I2P nudity, probe", _remaining(y, nud, key, "probe"), "redetect", _floor(y, nud, "probe")),
@@ -283,12 +287,12 @@ def issue12_marks(results: dict, key: str = "es+fast") -> list[dict]:
         ("re-detected custom concepts, max-cos (worst)",
          _worst([_remaining(y, f"concept {c}", key, "max-cos") for c in custom], True), "redetect"),
         ("gap closed, inserted nudity (pooled)", _get(gap("nudity"), "gap_pooled", "aggregate"), "gap_pooled",
-         _ceiling(y, "nudity")),
+         _deletion_reference(y, "nudity")),
         ("gap closed, inserted violence (pooled)", _get(gap("violence"), "gap_pooled", "aggregate"), "gap_pooled",
-         _ceiling(y, "violence")),
+         _deletion_reference(y, "violence")),
         ("gap closed, inserted custom concepts (pooled, worst)",
          _worst([_get(gap(c), "gap_pooled", "aggregate") for c in custom], False), "gap_pooled",
-         _worst([_ceiling(y, c) for c in custom], False)),
+         _deletion_reference(y, worst_custom) if worst_custom else None),
         ("COCO untouched", pres.get("untouched"), "untouched"),
         ("COCO mean token cosine", pres.get("token_cos"), "token_cos"),
         ("detection AUROC I2P nudity vs COCO", _get(results, "detection", "nudity", "rows", key, "auroc"), "auroc"),
@@ -324,8 +328,10 @@ def marks_table(results: dict, key: str = "es+fast") -> list[str]:
     return [f"Issue 12 marks for {label} (the default mode), default preset. Reference: for re-detection, the "
             "style-matched floor, the share of held-out I2P prompts of other categories (without the concept) that "
             "the same detector flags at the same threshold, so about what remains after a complete removal of "
-            "the concept; for the gap, the ceiling, the gap closed by deleting exactly the phrase's concept words "
-            "(starred in `evaluation/phrases.py`) and encoding again.", "",
-            table(["mark", "goal", "value", "reference (floor / ceiling)", "status"],
+            "the concept; for the gap, the gap closed by deleting exactly the phrase's concept words (starred in "
+            "`evaluation/phrases.py`) and encoding again: what removing the concept words alone reaches, since the "
+            "phrase's other words are not in the clean caption either (an edit that also changes them can close "
+            "more).", "",
+            table(["mark", "goal", "value", "reference (floor / deletion)", "status"],
                   [[m["target"], m["goal"], _fmt(m["value"], 4), _fmt(m.get("reference"), 4), m["status"].upper()]
                    for m in marks]), ""]
