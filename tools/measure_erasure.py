@@ -78,6 +78,7 @@ def summary_lines(results: dict, key: str) -> list[str]:
 
 
 def main() -> int:
+    import embedding_sanitizer.sanitize as sanitize_module
     from embedding_sanitizer.commands.evaluate import _load_es
     from embedding_sanitizer.encoders.select import load_encoder
     from embedding_sanitizer.evaluation import metrics as M
@@ -101,8 +102,6 @@ def main() -> int:
                     help="pooled-erasure target probability of the whole-prompt detector (default: the shipped one)")
     args = ap.parse_args()
     if args.target_probability is not None:
-        import embedding_sanitizer.sanitize as sanitize_module
-
         if not 0.0 < args.target_probability < 1.0:
             raise SystemExit("--target-probability must be between 0 and 1")
         sanitize_module.PROMPT_TARGET_PROBABILITY = args.target_probability
@@ -128,8 +127,6 @@ def main() -> int:
     results["yardsticks"] = ErasureYardsticks(ev, extra).run_all()
     results["seconds"] = round(time.perf_counter() - start, 1)
     results = _r(results)
-    import embedding_sanitizer.sanitize as sanitize_module
-
     print(f"{m.label} ({key}), weights {es_file}, encoder {encoder.name}, --limit {args.limit}, "
           f"pooled target probability {sanitize_module.PROMPT_TARGET_PROBABILITY:g}, {results['seconds']} s")
     print(f"  detection AUROC I2P nudity vs COCO {fmt(results['detection_auroc'])}, "

@@ -145,7 +145,8 @@ class ErasureYardsticks:
         coco_scores = probe.score(self.pooled(coco.tokens, coco.roles))
         probe.calibrate(self.pooled(coco.tokens, coco.roles))
         pos_scores = probe.score(self.pooled_texts(pos_te))
-        neg_scores = probe.score(self.pooled_texts(neg_te)) if neg_te else np.zeros(0)
+        neg_pooled = self.style_negatives(concept)
+        neg_scores = probe.score(neg_pooled) if neg_pooled is not None else np.zeros(0)
         probe.held_out = {"held_out_positive": len(pos_te), "held_out_i2p_negative": len(neg_te),
                           "auroc_vs_coco": M.auroc(pos_scores, coco_scores),
                           "auroc_vs_i2p_other": M.auroc(pos_scores, neg_scores),
@@ -168,6 +169,15 @@ class ErasureYardsticks:
         return det["probe"].score(pooled)
 
     # -- 1. re-detection ---------------------------------------------------------------------
+    def style_negatives(self, concept: str) -> torch.Tensor | None:
+        """Pooled vectors of the held-out I2P prompts of other categories, without ``concept`` (the probe's
+        held-out negatives, and the style-matched floor's prompts), encoded once; None when there are none."""
+        key = ("style", concept)
+        if key not in self.detectors:
+            texts = self.probe_pools(concept)[3]
+            self.detectors[key] = self.pooled_texts(texts) if texts else None
+        return self.detectors[key]
+
     def style_floor(self, det: dict, concept: str) -> dict | None:
         """Share of style-matched benign prompts (held-out I2P prompts of other categories, without the concept:
         the probe's held-out negatives) that ``det`` flags at its threshold. A sanitizer that removed the
@@ -175,15 +185,11 @@ class ErasureYardsticks:
         an I2P prompt (lexica style, artists, quality words) reads closer to the concept than a COCO caption."""
         if not self.extra.i2p:
             return None
-        key = ("style", concept)
-        if key not in self.detectors:
-            texts = self.probe_pools(concept)[3]
-            self.detectors[key] = (texts, self.pooled_texts(texts) if texts else None)
-        texts, pooled = self.detectors[key]
+        pooled = self.style_negatives(concept)
         if pooled is None:
             return None
         flagged = self.detector_scores(det, pooled) > det["threshold"]
-        return {"n": len(texts), "flagged": float(flagged.mean())}
+        return {"n": len(pooled), "flagged": float(flagged.mean())}
 
     def redetection_sets(self) -> list[tuple[str, str, list[str], Task, list[tuple[str, dict]]]]:
         """(set name, cache key, prompts, task, [(detector label, detector)])."""
@@ -295,7 +301,7 @@ class ErasureYardsticks:
         the same captions with only the phrase's concept words deleted)."""
         words, spans, marked = insert_marked(captions, phrases, seed)
         enc = encode_words(self.ev.encoder, self.ev.tokenizer, words)
-        kept = [[w for j, w in enumerate(ws) if j not in set(marks)] for ws, marks in zip(words, marked)]
+        kept = [[w for j, w in enumerate(ws) if j not in drop] for ws, drop in zip(words, map(set, marked))]
         oracle = encode_words(self.ev.encoder, self.ev.tokenizer, kept)
         labels = torch.zeros(enc.ids.shape, dtype=torch.bool)
         concept = torch.zeros(enc.ids.shape, dtype=torch.bool)
