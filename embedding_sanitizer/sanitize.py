@@ -21,6 +21,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .concepts import DEFAULT_CACHE, SubspaceCache
@@ -398,14 +399,20 @@ class Sanitizer:
         if concept_ctx is not None and bool(flagged.any()):
             subspace, rows = concept_ctx
             nearest = subspace.nearest_concepts(rows).cpu()
-        roles, scores, weights, flagged = roles.cpu(), scores.cpu(), weights.cpu(), flagged.cpu()  # one transfer
+        # one transfer, then plain arrays: a batch-1 report costs less than the tensor ops per field would
+        roles = roles.cpu().numpy()
+        scores = scores.detach().float().cpu().numpy()
+        weights = weights.detach().float().cpu().numpy()
+        flagged = flagged.cpu().numpy()
+        nearest = None if nearest is None else nearest.numpy()
         prompt_list = None if prompt_scores is None else prompt_scores.float().cpu().tolist()
-        shown = (roles == ROLE_WORD) & ((scores >= REPORT_MIN_SCORE) | flagged | (weights > 0))
-        words_per_prompt = (roles == ROLE_WORD).sum(-1).tolist()
+        is_word = roles == ROLE_WORD
+        edited = weights > 0
+        shown = is_word & ((scores >= REPORT_MIN_SCORE) | flagged | edited)
         for b in range(roles.shape[0]):
             tokens = []
             concepts: dict[str, int] = {}
-            for pos in torch.nonzero(shown[b]).flatten().tolist():  # only the tokens worth reporting
+            for pos in np.flatnonzero(shown[b]).tolist():  # only the tokens worth reporting
                 is_flagged = bool(flagged[b, pos])
                 entry = {"position": pos, "score": round(float(scores[b, pos]), 4),
                          "weight": round(float(weights[b, pos]), 4), "flagged": is_flagged}
@@ -416,14 +423,14 @@ class Sanitizer:
                     entry["concept"] = name
                     concepts[name] = concepts.get(name, 0) + 1
                 tokens.append(entry)
-            word_scores = scores[b][roles[b] == ROLE_WORD]
+            word_scores = scores[b][is_word[b]]
             prompts.append({
-                "words": int(words_per_prompt[b]),
+                "words": int(is_word[b].sum()),
                 "flagged": int(flagged[b].sum()),
-                "rows_edited": int((weights[b] > 0).sum()),
-                "rows_edited_by_role": {ROLE_NAMES[r]: int(((roles[b] == r) & (weights[b] > 0)).sum())
+                "rows_edited": int(edited[b].sum()),
+                "rows_edited_by_role": {ROLE_NAMES[r]: int(((roles[b] == r) & edited[b]).sum())
                                         for r in (ROLE_WORD, ROLE_EOS, ROLE_PAD)},
-                "max_score": round(float(word_scores.max()) if word_scores.numel() else 0.0, 4),
+                "max_score": round(float(word_scores.max()) if word_scores.size else 0.0, 4),
                 "prompt_score": None if prompt_list is None else round(prompt_list[b], 4),
                 "concepts": concepts,
                 "tokens": tokens,

@@ -73,3 +73,35 @@ def test_the_bench_quiet_copy_edits_nothing_and_leaves_the_model_alone():
     quiet = apply_es(unedited_copy(model), rows, roles, 2.5, L)
     assert bool((quiet.weights == 0).all()) and torch.equal(quiet.rows, rows)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_eval_forward_matches_the_transformer_modules():
+    """In eval mode the network runs its layers written out (``_encoder_layers_eval``); that must be what
+    ``nn.TransformerEncoder`` itself computes (training mode uses the modules), for chunks of every length
+    and for live-only prefixes, and an all-padding row stays finite."""
+    for seed in range(3):
+        model, rows, roles = make(seed, [1, 9, 20, 75])
+        with torch.inference_mode():
+            for length in (L, 24, 5):
+                x = model.input_proj(model.input_norm(rows[:, :length]))
+                x = x + model.position[:length] + model.role(roles[:, :length])
+                padding = roles[:, :length] == ROLE_PAD
+                ours = model(rows[:, :length], roles[:, :length])
+                torch.manual_seed(0)
+                hidden = model.output_norm(model.encoder(x, src_key_padding_mask=padding))
+                logits = model.score_head(hidden).squeeze(-1)
+                delta = model.delta_head(hidden) * model.row_scale
+                live = ~padding if length < L else torch.ones_like(padding)
+                assert torch.allclose(ours[0][live], logits[live], atol=1e-5)
+                assert torch.allclose(ours[1][live], delta[live], atol=1e-5)
+            empty = torch.full((1, L), ROLE_PAD)
+            logits, delta = model(rows[:1], empty)
+            assert torch.isfinite(logits).all() and torch.isfinite(delta).all()
+
+
+def test_training_mode_uses_the_modules_and_keeps_gradients():
+    model, rows, roles = make(0, [4, 30])
+    model.train()
+    logits, delta = model(rows, roles)
+    (logits.sum() + delta.sum()).backward()
+    assert model.encoder.layers[0].self_attn.in_proj_weight.grad is not None
