@@ -286,7 +286,7 @@ def markdown(results: dict, command: str, date: str) -> str:
              "text-encoder pass on the same batch (77-token chunks), measured interleaved in one run after warm-up.",
              "", "## Targets", "", "| target | goal | value | status |", "|---|---|---|---|"]
     for t in results.get("targets", []):
-        value = "–" if t["value"] is None else f"{t['value']:.1%}"
+        value = "–" if t["value"] is None else f"{t['value']:.2%}"
         lines.append(f"| {t['target']} | {t['goal']} | {value} | {t['status'].upper()} |")
     for run in results["runs"]:
         keys = [k for k in LABELS if k != "encode" and k in next(iter(run["batches"].values()))["ratio"]]
@@ -327,6 +327,6 @@ def console(results: dict) -> str:
                                                              if c.get("status") == "ok" else ""))
     lines.append("Targets:")
     for t in results.get("targets", []):
-        value = "–" if t["value"] is None else f"{t['value']:.1%}"
+        value = "–" if t["value"] is None else f"{t['value']:.2%}"
         lines.append(f"  [{t['status'].upper():>8}] {t['target']}: {value} (goal {t['goal']})")
     return "\n".join(lines)
