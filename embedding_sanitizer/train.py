@@ -19,8 +19,8 @@
    ``erase`` reads as the fraction of the squared gap left to close;
 4. hold out 10% of the prompts for validation, stop early, keep the best state;
 5. fit the whole-prompt detector (``prompt_detector``: the centroid direction of
-   unsafe vs benign chunks in pooled space, with a Platt slope and bias) on the
-   training split, and save ``.safetensors`` with metadata (encoder, concepts, corpus and
+   unsafe vs benign chunks in pooled space, optionally less the directions that junk
+   tokens move benign prompts along, with a Platt slope and bias) on the training split, and save ``.safetensors`` with metadata (encoder, concepts, corpus and
    training settings, validation metrics).
 
 Everything is seeded; it runs on CPU or GPU.
@@ -47,7 +47,9 @@ from .corpus.generator import join_segments
 from .es_model import ESConfig, EmbeddingSanitizerNet, apply_es
 from .pooled_erasure import edited_words, fit_pooled_head, pooled_features
 from .layout import ROLE_BOS, ROLE_PAD, ROLE_WORD, token_roles
-from .prompt_detector import chunk_has_words, chunk_vectors, fit_prompt_detector, pooling_for, prompt_probability
+from .prompt_detector import (
+    chunk_has_words, chunk_vectors, fit_prompt_detector, nuisance_directions, pooling_for, prompt_probability,
+)
 from .encoders.base import fingerprints_match
 from .weights_io import read_metadata, save_es
 
@@ -294,6 +296,62 @@ def chunk_vectors_of(ts: TrainingSet, idx: torch.Tensor, pooling: str, batch_siz
 DETECTOR_EXTRA_FACTOR = 2  # extra prompts generated for the detector, in units of the corpus's unsafe prompts
 
 
+JUNK_PAIRS = 400  # benign prompts encoded with and without junk tokens for the detector's nuisance direction
+JUNK_COUNTS = (3, 6, 12)
+
+
+def pooled_first_chunks(encoder, texts: list[str], pooling: str) -> torch.Tensor:
+    """Unit pooled vectors ``[N, D]`` of the first chunk of each text, pooled as the whole-prompt detector pools."""
+    ids = encoder.tokenize(texts).ids[:, :encoder.layout.chunk_length]
+    with torch.no_grad():
+        rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
+    return chunk_vectors(rows, token_roles(ids, encoder.layout, rows_are_chunks=True), pooling)
+
+
+def junk_pairs(concepts, seed: int, n_pairs: int) -> tuple[list[str], list[str]]:
+    """Benign prompts from a generator with another seed, as they are and with 3, 6 or 12 of the corpus's own
+    junk tokens inserted (``CorpusGenerator.with_junk``: random letters, glued words, emoji, markup, digits;
+    not the evaluation's gibberish generator)."""
+    gen = CorpusGenerator(concepts, seed=seed + 104729)
+    samples = [s for s in gen.generate(0, n_pairs) if s.kind == "benign"][:n_pairs]
+    noisy = [join_segments([seg.text for seg in gen.with_junk(s.segments, gen.rng.choice(JUNK_COUNTS))])
+             for s in samples]
+    return [s.text for s in samples], noisy
+
+
+def junk_pair_vectors(encoder, concepts, seed: int, pooling: str, n_pairs: int = JUNK_PAIRS,
+                      progress: Progress = _noop, batch_size: int = 64, should_stop: StopCheck | None = None,
+                      out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Unit pooled vectors ``[N, D]`` of the ``junk_pairs`` (clean, with junk), first chunks; None when none
+    was encoded. ``out_of_time()`` is asked before every batch after the first."""
+    clean, noisy = junk_pairs(concepts, seed, n_pairs)
+    a, b = [], []
+    total = math.ceil(len(clean) / batch_size)
+    for n, start in enumerate(range(0, len(clean), batch_size)):
+        check_cancel(should_stop)
+        if n and out_of_time is not None and out_of_time():
+            log.info("detector junk pairs: the time budget allows %d of %d", start, len(clean))
+            break
+        a.append(pooled_first_chunks(encoder, clean[start:start + batch_size], pooling))
+        b.append(pooled_first_chunks(encoder, noisy[start:start + batch_size], pooling))
+        progress(n + 1, total, f"encoding junk pairs for the detector ({len(clean)})")
+    return (torch.cat(a), torch.cat(b)) if a else None
+
+
+def junk_nuisance(encoder, concepts, seed: int, pooling: str, n_pairs: int = JUNK_PAIRS,
+                  progress: Progress = _noop, batch_size: int = 64, directions: int = 1,
+                  should_stop: StopCheck | None = None,
+                  out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor | None, int]:
+    """The whole-prompt detector's nuisance direction(s) ``[k, D]`` (the main axis of the pooled shifts that
+    junk causes, ``prompt_detector.nuisance_directions``) and the number of pairs behind them; (None, 0) when
+    no pair was encoded in time."""
+    pairs = junk_pair_vectors(encoder, concepts, seed, pooling, n_pairs, progress, batch_size, should_stop,
+                              out_of_time)
+    if pairs is None:
+        return None, 0
+    return nuisance_directions(*pairs, directions), len(pairs[0])
+
+
 def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, pooling: str,
                            progress: Progress = _noop, batch_size: int = 64, should_stop: StopCheck | None = None,
                            out_of_time: Callable[[], bool] | None = None) -> torch.Tensor:
@@ -328,7 +386,8 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
 
 
 def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: torch.Tensor, pooling: str,
-                    indirect: torch.Tensor | None = None, extra_unsafe: torch.Tensor | None = None) -> dict:
+                    indirect: torch.Tensor | None = None, extra_unsafe: torch.Tensor | None = None,
+                    nuisance: torch.Tensor | None = None) -> dict:
     """Fit the whole-prompt detector on the training split, store it in ``model`` and return its validation
     figures.
 
@@ -340,7 +399,8 @@ def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: to
     already catch the plain words; the detector is for prompts that say it indirectly, so when there are
     any it is fitted on those (on a development split of real prompts, I2P sexual with 30-50% nudity vs
     COCO captions 4000-5999: AUROC 0.987 against 0.971 with every unsafe prompt). ``extra_unsafe`` adds
-    pooled vectors of more unsafe prompts (``detector_extra_vectors``) to the fitting set.
+    pooled vectors of more unsafe prompts (``detector_extra_vectors``) to the fitting set. ``nuisance``
+    (``junk_nuisance``) is projected out of the direction.
     """
     def split(idx):
         unsafe = ts.erase[idx] & ts.lead[idx]
@@ -352,12 +412,13 @@ def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: to
     u, b = split(train_idx)
     if extra_unsafe is not None and len(extra_unsafe):
         u = torch.cat([u, extra_unsafe.to(u.dtype)])
-    fit = fit_prompt_detector(u, b)
+    fit = fit_prompt_detector(u, b, nuisance=nuisance)
     model.prompt_direction.copy_(fit["direction"].to(model.prompt_direction.device))
     model.prompt_platt.copy_(torch.tensor([fit["slope"], fit["bias"]], device=model.prompt_platt.device))
     model.config.prompt_pooling = pooling
     vu, vb = split(val_idx)
-    out = {"prompt_train_unsafe_chunks": len(u), "prompt_train_benign_chunks": len(b)}
+    out = {"prompt_train_unsafe_chunks": len(u), "prompt_train_benign_chunks": len(b),
+           "prompt_nuisance_removed": round(fit["nuisance_removed"], 4)}
     if len(vu) and len(vb):
         pu = prompt_probability(vu, fit["direction"], fit["slope"], fit["bias"])
         pb = prompt_probability(vb, fit["direction"], fit["slope"], fit["bias"])
@@ -436,7 +497,8 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
               pos_weight: float = 2.0, threads: int | None = None, vocab_words: int = VOCAB_WORDS,
               should_stop: StopCheck | None = None, log_line: LogLine | None = None,
               cache_max_bytes: int = CACHE_MAX_BYTES,
-              init_weights: str | Path | None = None, keep_better: bool = True) -> dict:
+              init_weights: str | Path | None = None, keep_better: bool = True,
+              detector_junk_directions: int = 0) -> dict:
     """Calibrate ES weights for ``encoder`` and ``concepts``; save them to ``out_path``; return a summary.
 
     ``progress(done, total, message)`` is called as each phase advances (corpus, encoding, training).
@@ -449,7 +511,11 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
     cores avoids oversubscription). ``vocab_words`` > 0 sprinkles that many whole words of the encoder's
     own tokenizer vocabulary (filtered, ``corpus.vocab``) into contexts as benign filler.
     ``init_weights``: start from an earlier calibration for the same encoder and architecture (its network
-    weights; the whole-prompt detector and the pooled head are fitted anew), so fewer epochs are needed.
+    weights; the whole-prompt detector and the pooled head are fitted anew), so fewer epochs are needed;
+    with ``epochs=0`` only the detector and the head are fitted. ``detector_junk_directions`` > 0 projects
+    that many junk nuisance directions out of the whole-prompt detector (``junk_nuisance``; off by default:
+    on the bundled encoder one direction lowers the detector's flag rate on junk-laden benign captions from
+    about a quarter to a few percent, and its I2P nudity AUROC against COCO from 0.9885 to 0.9843).
     ``should_stop()`` (the host's interrupt) is polled between batches; when it answers true, ``Cancelled``
     is raised and no weights file is written. ``log_line(text)`` gets one console line per phase and per
     epoch, with an estimate of the time left (default: this module's logger at INFO).
@@ -472,7 +538,8 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
             return _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs,
                               batch_size, lr, hidden, layers, heads, pad_rows, val_fraction, patience, device,
                               cache_dir, loss_weights, pos_weight, vocab_words, should_stop,
-                              log_line or log.info, cache_max_bytes, init_weights, keep_better)
+                              log_line or log.info, cache_max_bytes, init_weights, keep_better,
+                              detector_junk_directions)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -480,7 +547,7 @@ def calibrate(encoder, concepts, out_path, progress: Progress | None = None, tim
 def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_unsafe, n_benign, epochs, batch_size,
                lr, hidden, layers, heads, pad_rows, val_fraction, patience, device, cache_dir, loss_weights,
                pos_weight, vocab_words, should_stop, log_line, cache_max_bytes, init_weights=None,
-               keep_better=True) -> dict:
+               keep_better=True, detector_junk_directions=0) -> dict:
     t0 = time.perf_counter()
     budget = Budget(time_budget_s)
     progress = progress or _noop
@@ -643,6 +710,10 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if not history:  # epochs 0 (with --init: refit the detector and the head only): validate the network as given
+        model.eval()
+        history.append({**evaluate(model, ts, val_idx, dev, gap_scale, pos_weight, weights), "epoch": 0})
+        stopped = "no training (epochs 0)"
     model.eval().to("cpu")
     t_train = time.perf_counter() - t2
     final = min(history, key=lambda m: m["loss"]) if history else {}
@@ -655,7 +726,12 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     extra = detector_extra_vectors(encoder, concepts, seed, 0 if out_of_time() else DETECTOR_EXTRA_FACTOR * n_u,
                                    pooling, progress, should_stop=should_stop, out_of_time=out_of_time)
     extra = trainable(extra)
-    final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling, indirect, extra)}
+    nuisance, junk_pairs = None, 0
+    if detector_junk_directions > 0 and not out_of_time():
+        nuisance, junk_pairs = junk_nuisance(encoder, concepts, seed, pooling, JUNK_PAIRS, progress,
+                                             directions=detector_junk_directions, should_stop=should_stop,
+                                             out_of_time=out_of_time)
+    final = {**final, **fit_prompt_head(model, ts, train_idx, val_idx, pooling, indirect, extra, nuisance)}
     final["preservation_share"] = validation_preservation(model, ts, val_idx, encoder.layout.chunk_length)
     t_detector = time.perf_counter() - t3
     check_cancel(should_stop)
@@ -666,13 +742,15 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     t_pooled = time.perf_counter() - t4
 
     # 4. save
-    training = {"seed": seed, "epochs_run": len(history), "stopped_by": stopped, "steps": step, "lr": lr,
+    epochs_run = sum(1 for m in history if m.get("epoch", 0) > 0)
+    training = {"seed": seed, "epochs_run": epochs_run, "stopped_by": stopped, "steps": step, "lr": lr,
                 "batch_size": batch_size, "loss_weights": weights, "pos_weight": pos_weight,
                 "corpus": {**corpus_settings, **cs.stats, "packs": gen.packs, "custom_concepts": len(gen.custom),
                            "terms": len(gen.terms), "corpus_version": CORPUS_VERSION},
                 "device": str(dev), "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1),
                                                "train": round(t_train, 1), "detector": round(t_detector, 1)},
-                "encode_cached": cached, "detector_extra_prompts": len(extra),
+                "encode_cached": cached, "detector_extra_prompts": len(extra), "detector_junk_pairs": junk_pairs,
+                "detector_junk_directions": int(detector_junk_directions) if junk_pairs else 0,
                 "time_budget_s": budget.seconds, "budget_corpus_scale": round(budget_scale, 4),
                 "encode_s_per_prompt_probe": None if probe_s_per_prompt is None else round(probe_s_per_prompt, 4),
                 "pooled_head": pooled_figures, "pooled_head_s": round(t_pooled, 1)}
@@ -686,7 +764,7 @@ def _calibrate(encoder, concepts, out_path, progress, time_budget_s, seed, n_uns
     summary = {"out": str(out_path), "kept_earlier": kept, "encoder": encoder.name, "width": encoder.width,
                "concepts": len(concepts), "packs": gen.packs, "custom_concepts": len(gen.custom), "prompts": n_u + n_b,
                "chunks_encoded": len(cs.chunks), "examples": len(cs), "encode_cached": cached,
-               "epochs": len(history), "stopped_by": stopped, "validation": val,
+               "epochs": epochs_run, "stopped_by": stopped, "validation": val,
                "time_s": {"corpus": round(t_corpus, 1), "encode": round(t_encode, 1), "train": round(t_train, 1),
                           "detector": round(t_detector, 1), "pooled_head": round(t_pooled, 1),
                           "total": round(total, 1)},

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from embedding_sanitizer import Sanitizer, Settings
 from embedding_sanitizer.es_model import CONFIRM_SCORE, PROMPT_BUFFERS, ESConfig, EmbeddingSanitizerNet, apply_es
 from embedding_sanitizer.layout import ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_WORD, SD1_CLIP_L, T5
-from embedding_sanitizer.prompt_detector import (chunk_vectors, fit_prompt_detector, pooling_for,
-                                                 prompt_probability)
+from embedding_sanitizer.prompt_detector import (chunk_vectors, fit_prompt_detector, nuisance_directions,
+                                                 pooling_for, prompt_probability)
 from embedding_sanitizer.train import auroc
 from embedding_sanitizer.weights_io import load_es, save_es
 
@@ -62,6 +62,48 @@ def test_fit_separates_two_clusters_and_is_calibrated():
     assert fit["slope"] > 0 and math.isfinite(fit["bias"])
     with pytest.raises(ValueError):
         fit_prompt_detector(unsafe[:0], benign)
+
+
+def test_nuisance_direction_is_projected_out_and_junk_no_longer_reads_unsafe():
+    """Unsafe prompts in the corpus carry more junk than benign ones (a shift along ``junk``), so the plain
+    centroid direction partly means "junk"; the benign prompts with and without junk give that axis, and
+    with it projected out a junk-laden benign prompt scores as its clean self."""
+    g = torch.Generator().manual_seed(1)
+    concept = torch.nn.functional.normalize(torch.randn(D, generator=g), dim=0)
+    junk = torch.randn(D, generator=g)
+    junk = torch.nn.functional.normalize(junk - (junk @ concept) * concept, dim=0)
+    benign = torch.randn(400, D, generator=g) * 0.3
+    unsafe = torch.randn(300, D, generator=g) * 0.3 + 1.5 * concept + 1.0 * junk
+    clean = torch.randn(200, D, generator=g) * 0.3
+    noisy = clean + 1.2 * junk + torch.randn(200, D, generator=g) * 0.05
+    axis = nuisance_directions(clean, noisy, 1)
+    assert axis.shape == (1, D) and abs(float(axis[0] @ junk)) > 0.95
+    plain = fit_prompt_detector(unsafe, benign)
+    fixed = fit_prompt_detector(unsafe, benign, nuisance=axis)
+    assert plain["nuisance_removed"] == 0.0 and 0.1 < fixed["nuisance_removed"] < 1.0
+    assert abs(float(fixed["direction"] @ axis[0])) < 1e-4 * float(fixed["direction"].norm())
+
+    def prob(fit, x):
+        return prompt_probability(x, fit["direction"], fit["slope"], fit["bias"])
+
+    assert float((prob(plain, noisy) - prob(plain, clean)).mean()) > 0.2  # junk alone raised the score
+    assert float((prob(fixed, noisy) - prob(fixed, clean)).abs().mean()) < 0.01  # only the small random part
+    assert auroc(prob(fixed, unsafe), prob(fixed, benign)) > 0.99  # the concept still separates
+    with pytest.raises(ValueError, match="nuisance pairs"):
+        nuisance_directions(clean, noisy[:10])
+
+
+def test_junk_nuisance_uses_the_corpus_junk_and_respects_the_time_budget(hash_encoder):
+    from embedding_sanitizer.train import junk_nuisance
+
+    axis, pairs = junk_nuisance(hash_encoder, ["nudity"], 0, "mean", n_pairs=40, batch_size=16)
+    assert pairs == 40 and axis.shape == (1, hash_encoder.width)
+    assert abs(float(axis.norm()) - 1.0) < 1e-5
+    axis2, pairs2 = junk_nuisance(hash_encoder, ["nudity"], 0, "mean", n_pairs=40, batch_size=16,
+                                  out_of_time=lambda: True)
+    assert pairs2 == 16  # the first batch is always encoded, then the budget stops it
+    none, zero = junk_nuisance(hash_encoder, ["nudity"], 0, "mean", n_pairs=0)
+    assert none is None and zero == 0
 
 
 def gated_model(word_score: float, prompt_bias: float) -> EmbeddingSanitizerNet:

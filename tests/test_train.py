@@ -193,3 +193,25 @@ def test_a_weaker_run_keeps_the_earlier_file_unless_told(calibrated, hash_encode
     summary = calibrate(hash_encoder, CONCEPTS, target, keep_better=False, **kwargs)
     assert summary["kept_earlier"] is None and target.read_bytes() != before
     assert read_metadata(target)["metrics"]["validation"]["token_auroc"] == summary["validation"]["token_auroc"]
+
+
+def test_epochs_0_with_init_refits_the_detector_and_keeps_the_network(calibrated, hash_encoder, tmp_path):
+    """``--init FILE --epochs 0``: the network is the file's, bit for bit; the whole-prompt detector is fitted
+    anew (here with one junk nuisance direction projected out, which is off by default) and the validation
+    figures are those of the given network."""
+    out, _, _ = calibrated
+    refit = tmp_path / "refit.safetensors"
+    summary = calibrate(hash_encoder, CONCEPTS, refit, seed=0, n_unsafe=160, n_benign=120, epochs=0, hidden=32,
+                        layers=1, heads=2, batch_size=32, cache_dir=None, init_weights=out,
+                        detector_junk_directions=1)
+    a, _ = load_es(out)
+    b, meta = load_es(refit)
+    network = [k for k in a.state_dict() if not k.startswith(("prompt_", "pooled_"))]
+    assert network and all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in network)
+    assert summary["epochs"] == 0 and meta["training"]["stopped_by"] == "no training (epochs 0)"
+    assert "token_auroc" in meta["metrics"]["validation"]
+    assert meta["training"]["detector_junk_pairs"] > 0 and meta["training"]["detector_junk_directions"] == 1
+    default = read_metadata(out)  # the default calibration leaves the direction as fitted
+    assert default["training"]["detector_junk_pairs"] == 0 and default["training"]["detector_junk_directions"] == 0
+    assert default["metrics"]["validation"]["prompt_nuisance_removed"] == 0.0
+    assert 0.0 < meta["metrics"]["validation"]["prompt_nuisance_removed"] < 1.0

@@ -41,6 +41,9 @@ def configure(parser) -> None:
                         help="where encoded corpora are cached ('none' disables; default ~/.cache/embedding-sanitizer)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from earlier weights for the same encoder and architecture (fewer epochs needed)")
+    parser.add_argument("--detector-junk-directions", type=int, default=0,
+                        help="project this many junk directions out of the whole-prompt detector (default 0: "
+                             "off; 1 makes it ignore adversarial-style junk at some cost in detection, see README)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out even when it holds a calibration for this encoder and concept list "
                              "that validated better (by default that file is kept and nothing is written)")
@@ -99,7 +102,7 @@ def run(args) -> int:
                         seed=args.seed, n_unsafe=args.unsafe_prompts, n_benign=args.benign_prompts,
                         epochs=args.epochs, hidden=args.hidden, threads=args.threads, layers=args.layers, device=args.device,
                         cache_dir=cache, vocab_words=args.vocab_words, init_weights=args.init,
-                        keep_better=not args.overwrite)
+                        detector_junk_directions=args.detector_junk_directions, keep_better=not args.overwrite)
     for bar in bars.values():
         bar.close()
     history = summary.pop("history")

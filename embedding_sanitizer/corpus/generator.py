@@ -385,8 +385,14 @@ class CorpusGenerator:
                 segs.insert(self.rng.randint(0, len(segs)), Segment(f"embedding:{name}" if self.rng.random() < 0.4
                                                                     else name))
             else:
-                for _ in range(self.rng.choice([1, 2, 3, 6, 12])):
-                    segs.insert(self.rng.randint(0, len(segs)), Segment(self.junk_token()))
+                segs = self.with_junk(segs, self.rng.choice([1, 2, 3, 6, 12]))
+        return segs
+
+    def with_junk(self, segs: list[Segment], count: int) -> list[Segment]:
+        """``segs`` with ``count`` junk tokens (``junk_token``) inserted at random segment boundaries."""
+        segs = list(segs)
+        for _ in range(count):
+            segs.insert(self.rng.randint(0, len(segs)), Segment(self.junk_token()))
         return segs
 
     def typos(self, segs: list[Segment]) -> list[Segment]:
