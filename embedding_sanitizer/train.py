@@ -20,7 +20,8 @@
 4. hold out 10% of the prompts for validation, stop early, keep the best state;
 5. fit the whole-prompt detector (``prompt_detector``: the centroid direction of
    unsafe vs benign chunks in pooled space, optionally less the directions that junk
-   tokens move benign prompts along, with a Platt slope and bias) on the training split, and save ``.safetensors`` with metadata (encoder, concepts, corpus and
+   tokens move benign prompts along, with a Platt slope and bias) on the training
+   split, and save ``.safetensors`` with metadata (encoder, concepts, corpus and
    training settings, validation metrics).
 
 Everything is seeded; it runs on CPU or GPU.
