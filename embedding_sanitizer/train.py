@@ -301,12 +301,36 @@ JUNK_PAIRS = 400  # benign prompts encoded with and without junk tokens for the 
 JUNK_COUNTS = (3, 6, 12)
 
 
-def pooled_first_chunks(encoder, texts: list[str], pooling: str) -> torch.Tensor:
-    """Unit pooled vectors ``[N, D]`` of the first chunk of each text, pooled as the whole-prompt detector pools."""
+def pooled_first_chunks(encoder, texts: list[str], pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit pooled vectors ``[N, D]`` of the first chunk of each text, pooled as the whole-prompt detector pools,
+    and which of those chunks have a word ``[N]``."""
     ids = encoder.tokenize(texts).ids[:, :encoder.layout.chunk_length]
     with torch.no_grad():
         rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
-    return chunk_vectors(rows, token_roles(ids, encoder.layout, rows_are_chunks=True), pooling)
+    roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
+    return chunk_vectors(rows, roles, pooling), chunk_has_words(roles)
+
+
+def encode_first_chunks(encoder, texts: list[str], pooling: str, label: str, progress: Progress = _noop,
+                        batch_size: int = 64, should_stop: StopCheck | None = None,
+                        out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pooled_first_chunks`` of ``texts`` batch by batch, with progress ("encoding ``label``"), cancellation
+    and the time budget: ``out_of_time()`` is asked before every batch after the first, and the texts encoded
+    so far are kept (the result covers a prefix of ``texts``)."""
+    vectors, has_words = [], []
+    total = math.ceil(len(texts) / batch_size)
+    for n, start in enumerate(range(0, len(texts), batch_size)):
+        check_cancel(should_stop)
+        if n and out_of_time is not None and out_of_time():
+            log.info("%s: the time budget allows %d of %d", label, start, len(texts))
+            break
+        v, w = pooled_first_chunks(encoder, texts[start:start + batch_size], pooling)
+        vectors.append(v)
+        has_words.append(w)
+        progress(n + 1, total, f"encoding {label} ({len(texts)})")
+    if not vectors:
+        return torch.zeros(0, encoder.width), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(vectors), torch.cat(has_words)
 
 
 def junk_pairs(concepts, seed: int, n_pairs: int) -> tuple[list[str], list[str]]:
@@ -324,19 +348,13 @@ def junk_pair_vectors(encoder, concepts, seed: int, pooling: str, n_pairs: int =
                       progress: Progress = _noop, batch_size: int = 64, should_stop: StopCheck | None = None,
                       out_of_time: Callable[[], bool] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Unit pooled vectors ``[N, D]`` of the ``junk_pairs`` (clean, with junk), first chunks; None when none
-    was encoded. ``out_of_time()`` is asked before every batch after the first."""
+    was encoded. The pairs are encoded side by side, so a time budget that stops early keeps whole pairs."""
     clean, noisy = junk_pairs(concepts, seed, n_pairs)
-    a, b = [], []
-    total = math.ceil(len(clean) / batch_size)
-    for n, start in enumerate(range(0, len(clean), batch_size)):
-        check_cancel(should_stop)
-        if n and out_of_time is not None and out_of_time():
-            log.info("detector junk pairs: the time budget allows %d of %d", start, len(clean))
-            break
-        a.append(pooled_first_chunks(encoder, clean[start:start + batch_size], pooling))
-        b.append(pooled_first_chunks(encoder, noisy[start:start + batch_size], pooling))
-        progress(n + 1, total, f"encoding junk pairs for the detector ({len(clean)})")
-    return (torch.cat(a), torch.cat(b)) if a else None
+    interleaved = [text for pair in zip(clean, noisy) for text in pair]
+    vectors, _ = encode_first_chunks(encoder, interleaved, pooling, "junk pairs for the detector", progress,
+                                     2 * batch_size, should_stop, out_of_time)
+    vectors = vectors[:len(vectors) // 2 * 2]
+    return (vectors[0::2], vectors[1::2]) if len(vectors) else None
 
 
 def junk_nuisance(encoder, concepts, seed: int, pooling: str, n_pairs: int = JUNK_PAIRS,
@@ -368,22 +386,9 @@ def detector_extra_vectors(encoder, concepts, seed: int, n_generate: int, poolin
     """
     gen = CorpusGenerator(concepts, seed=seed + 7919)
     texts = [s.text for s in gen.generate(n_generate, 0) if s.term_kind not in ("", "core")]
-    length = encoder.layout.chunk_length
-    out = []
-    total = math.ceil(len(texts) / batch_size)
-    for b, start in enumerate(range(0, len(texts), batch_size)):
-        check_cancel(should_stop)
-        if b and out_of_time is not None and out_of_time():
-            log.info("detector prompts: the time budget allows %d of %d", start, len(texts))
-            break
-        ids = encoder.tokenize(texts[start:start + batch_size]).ids[:, :length]
-        with torch.no_grad():
-            rows = encoder.encode_chunks(ids).tokens.to("cpu", torch.float32)
-        roles = token_roles(ids, encoder.layout, rows_are_chunks=True)
-        vectors = chunk_vectors(rows, roles, pooling)
-        out.append(vectors[chunk_has_words(roles)])
-        progress(b + 1, total, f"encoding detector prompts ({len(texts)})")
-    return torch.cat(out) if out else torch.zeros(0, encoder.width)
+    vectors, has_words = encode_first_chunks(encoder, texts, pooling, "detector prompts", progress, batch_size,
+                                             should_stop, out_of_time)
+    return vectors[has_words]
 
 
 def fit_prompt_head(model, ts: TrainingSet, train_idx: torch.Tensor, val_idx: torch.Tensor, pooling: str,

@@ -31,7 +31,7 @@ def main() -> int:
     from embedding_sanitizer.evaluation import metrics as M
     from embedding_sanitizer.evaluation.datasets import load_data
     from embedding_sanitizer.prompt_detector import nuisance_directions
-    from embedding_sanitizer.train import pooled_first_chunks, junk_pair_vectors
+    from embedding_sanitizer.train import encode_first_chunks, junk_pair_vectors
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default="", help="ES weights (default: the shipped weights of the encoder)")
@@ -48,8 +48,7 @@ def main() -> int:
     pooling = model.config.prompt_pooling
 
     def vectors(texts, batch=64):
-        return torch.cat([pooled_first_chunks(encoder, texts[i:i + batch], pooling)
-                          for i in range(0, len(texts), batch)])
+        return encode_first_chunks(encoder, texts, pooling, "evaluation prompts", batch_size=batch)[0]
 
     data = load_data(args.data, limit=None)
     coco, i2p = vectors(data.coco[:2000]), vectors(data.nudity_unsafe)
